@@ -1,0 +1,1 @@
+"""impasto.export: torch -> ONNX -> TensorRT, and the model repository (Triton layout)."""

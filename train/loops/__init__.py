@@ -1,0 +1,1 @@
+"""impasto.train.loops"""
