@@ -1,4 +1,8 @@
-"""Writing images: tensors in [0, 1] -> 8-bit PNG, written atomically (temp file + rename)."""
+"""Reading and writing images.
+
+Reading checks what users get wrong (unreadable files, empty or huge images) and says so;
+writing goes through a temp file and a rename, so a failed run never leaves half a file.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,55 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_SIDE = 16384
+
+
+class ImageInputError(ValueError):
+    """An input image that cannot be used; the message names the file and the limit."""
+
+
+def load_image(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> torch.Tensor:
+    """An RGB image file as a (3, H, W) float tensor in [0, 1] (alpha is composited on white)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageInputError(f"{what} '{path}' does not exist")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clearer message
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w == 0 or h == 0:
+                raise ImageInputError(f"{what} '{path}' is empty ({w}x{h})")
+            if max(w, h) > max_side:
+                raise ImageInputError(f"{what} '{path}' is {w}x{h}; the limit is {max_side} px a side")
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba)
+            array = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageInputError(f"{what} '{path}' is not a readable image ({e.__class__.__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    return from_uint8(array)
+
+
+def load_mask(path: str | Path, size: tuple[int, int], *, max_side: int = DEFAULT_MAX_SIDE) -> torch.Tensor:
+    """A mask file as a (1, H, W) tensor in [0, 1] (white = paint here); must be ``size`` = (H, W)."""
+    mask = load_image(path, max_side=max_side, what="mask").mean(0, keepdim=True)
+    if tuple(mask.shape[1:]) != tuple(size):
+        raise ImageInputError(
+            f"mask '{path}' is {mask.shape[2]}x{mask.shape[1]}, the image is {size[1]}x{size[0]}: they must match"
+        )
+    return mask
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:

@@ -28,6 +28,9 @@ class BrushSchema:
     fields: tuple[str, ...]
     shape_fields: tuple[str, ...]
     description: str
+    points: tuple[tuple[str, str], ...] = ()  # (x, y) field pairs: positions in the unit square
+    lengths: tuple[str, ...] = ()  # sizes proportional to the canvas
+    radii: tuple[str, ...] = ()  # pen radii (see geometry.pen_radius)
 
     @property
     def n(self) -> int:
@@ -77,6 +80,25 @@ class Brush:
                 "every parameter must be a number in [0, 1]"
             )
         return params
+
+    def place(self, params: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Map strokes drawn in the unit square onto the square [x0, x0+scale] x [y0, y0+scale].
+
+        Used to move strokes painted on a patch into canvas coordinates. ``x0``, ``y0`` and
+        ``scale`` broadcast against ``params[..., 0]``. A size that would fall below the
+        brush's smallest is clamped to it.
+        """
+        out = params.clone()
+        idx = self.schema.fields.index
+        for fx, fy in self.schema.points:
+            out[..., idx(fx)] = x0 + scale * params[..., idx(fx)]
+            out[..., idx(fy)] = y0 + scale * params[..., idx(fy)]
+        for f in self.schema.lengths:
+            out[..., idx(f)] = scale * params[..., idx(f)]
+        for f in self.schema.radii:
+            r = geometry.pen_radius(params[..., idx(f)]) * scale
+            out[..., idx(f)] = ((r - geometry.MIN_RADIUS) / geometry.MAX_RADIUS_SPAN).clamp(0.0, 1.0)
+        return out.clamp(0.0, 1.0)
 
     def render(
         self,

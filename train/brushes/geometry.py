@@ -57,7 +57,7 @@ def sample_1d(table: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     Done by ``grid_sample`` on a 1-pixel-high image: several times faster than gathering.
     """
     image = table.to(device=t.device, dtype=t.dtype).view(1, 1, 1, -1)
-    gx = t.reshape(1, 1, -1, 1) * 2 - 1
+    gx = torch.nan_to_num(t, nan=0.0).reshape(1, 1, -1, 1).clamp(0.0, 1.0) * 2 - 1
     grid = torch.cat([gx, torch.zeros_like(gx)], dim=-1)
     out = F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.view(t.shape)
@@ -86,6 +86,18 @@ def quadratic_bezier_closest(
     inside the swept pen, max of r(t) - d(t), is kept: that keeps the silhouette continuous
     where the nearest point jumps between two parts of the curve with different radii.
     """
+    with torch.no_grad():
+        t = _closest_parameter(xs, ys, p0, p1, p2, radius)
+    # Distance with gradients at the fixed t: at the optimum the distance is stationary in t
+    # (envelope theorem), so no gradient is lost, and the root-finding's singular points
+    # (cube roots and square roots at zero, acos at +-1) never reach autograd.
+    (x0, y0), (x1, y1), (x2, y2) = p0, p1, p2
+    ex = bezier_point(x0, x1, x2, t) - xs
+    ey = bezier_point(y0, y1, y2, t) - ys
+    return t, torch.sqrt(ex * ex + ey * ey + 1e-12)
+
+
+def _closest_parameter(xs, ys, p0, p1, p2, radius) -> torch.Tensor:
     (x0, y0), (x1, y1), (x2, y2) = p0, p1, p2
     ax, ay = x1 - x0, y1 - y0
     bx, by = x0 - 2 * x1 + x2, y0 - 2 * y1 + y2
@@ -126,20 +138,23 @@ def quadratic_bezier_closest(
         step = torch.where(fp > 1e-12, f / fp.clamp_min(1e-12), torch.zeros_like(f))
         return (t - step).clamp(0.0, 1.0)
 
-    best_t = best_d = best_score = None
+    best_t = best_score = None
     for t in (cand_1, cand_2, chord):
         t = polish(t)
         ex, ey = dx + (2 * ax + bx * t) * t, dy + (2 * ay + by * t) * t
-        d = (ex * ex + ey * ey).sqrt()
-        score = d if radius is None else d - (radius[0] + (radius[1] - radius[0]) * t)
+        score = (ex * ex + ey * ey).sqrt()
+        if radius is not None:
+            score = score - (radius[0] + (radius[1] - radius[0]) * t)
         if best_t is None:
-            best_t, best_d, best_score = t, d, score
+            best_t, best_score = t, score
         else:
             better = score < best_score
             best_t = torch.where(better, t, best_t)
-            best_d = torch.where(better, d, best_d)
             best_score = torch.where(better, score, best_score)
-    return best_t, best_d
+    return best_t
+
+
+
 
 
 MIN_RADIUS = 0.5 / 128  # the thinnest pen, in unit-square units

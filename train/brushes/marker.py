@@ -9,6 +9,8 @@ SCHEMA = BrushSchema(
     name="marker",
     fields=("x0", "y0", "x1", "y1", "x2", "y2", "r0", "r2", "R", "G", "B", "A"),
     shape_fields=("x0", "y0", "x1", "y1", "x2", "y2", "r0", "r2"),
+    points=(("x0", "y0"), ("x1", "y1"), ("x2", "y2")),
+    radii=("r0", "r2"),
     description=(
         "A round nib along the quadratic Bezier (x0,y0)-(x1,y1)-(x2,y2); its radius goes from "
         "r0 to r2 (radius = 1/256 + r/4 of the canvas); colour (R,G,B), opacity A."

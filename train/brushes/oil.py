@@ -15,6 +15,8 @@ SCHEMA = BrushSchema(
     name="oil",
     fields=("xc", "yc", "w", "h", "theta", "R0", "G0", "B0", "R2", "G2", "B2", "A"),
     shape_fields=("xc", "yc", "w", "h", "theta"),
+    points=(("xc", "yc"),),
+    lengths=("w", "h"),
     description=(
         "A bristle brush laid as a w x h stroke centred at (xc, yc), rotated by theta*pi. "
         "Bristles run along the longer side; colour ramps from (R0,G0,B0) at the dry tail "
@@ -46,7 +48,7 @@ class OilBrush(Brush):
         # round head: an ellipse cap as long as the stroke is thick (or the whole stroke if shorter)
         cap = torch.minimum(half_thick / half_len, torch.ones_like(half_len))
         ca = ((a - (1 - cap)) / cap).clamp_min(0)
-        d_head = (1 - torch.sqrt(ca * ca + b * b)) * half_thick
+        d_head = (1 - torch.sqrt(ca * ca + b * b + 1e-12)) * half_thick  # eps: finite gradient at the centre
         silhouette = geometry.coverage(torch.minimum(torch.minimum(d_side, d_tail), d_head), aa)
 
         ramp = ((a + 1) / 2).clamp(0, 1)

@@ -15,6 +15,8 @@ SCHEMA = BrushSchema(
     name="tape",
     fields=("xc", "yc", "w", "h", "theta", "R", "G", "B", "A"),
     shape_fields=("xc", "yc", "w", "h", "theta"),
+    points=(("xc", "yc"),),
+    lengths=("w", "h"),
     description=(
         "A w x h rectangle centred at (xc, yc), rotated by theta*pi, filled with (R,G,B) at opacity A."
     ),

@@ -12,6 +12,8 @@ SCHEMA = BrushSchema(
     name="watercolor",
     fields=("x0", "y0", "x1", "y1", "x2", "y2", "r0", "r2", "R0", "G0", "B0", "R2", "G2", "B2", "A"),
     shape_fields=("x0", "y0", "x1", "y1", "x2", "y2", "r0", "r2"),
+    points=(("x0", "y0"), ("x1", "y1"), ("x2", "y2")),
+    radii=("r0", "r2"),
     description=(
         "A wash along the quadratic Bezier (x0,y0)-(x1,y1)-(x2,y2), radius r0 to r2 as the marker; "
         "colour ramps from (R0,G0,B0) to (R2,G2,B2); the rim is darker where pigment pools; opacity A."

@@ -1,0 +1,1 @@
+"""Operations: the algorithms behind `impasto paint`, `texture`, `stylize`, ..."""
