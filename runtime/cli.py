@@ -43,6 +43,49 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_cmd_brushes)
 
+    pa = sub.add_parser(
+        "paint",
+        help="re-make an image as brush strokes (PNG, and optionally strokes JSON/npz, SVG, animation)",
+        description="Stylized Neural Painting's progressive stroke search: level m cuts the canvas into m x m "
+        "patches; strokes are added where the error is largest and optimised through a differentiable renderer. "
+        "The final picture is rendered from the strokes by the exact brush engine at --size.",
+    )
+    pa.add_argument("image", help="the picture to paint (PNG, JPEG, ...)")
+    pa.add_argument("-o", "--output", required=True, help="PNG (or JPEG) of the painting")
+    pa.add_argument("--brush", default="oil", help="oil (default), marker, watercolor or tape")
+    pa.add_argument("--strokes", type=int, default=500, help="strokes in total over all levels (default 500)")
+    pa.add_argument("--levels", type=int, default=5, help="levels of the progressive search (default 5)")
+    pa.add_argument("--size", type=int, default=512, help="longer side of the output in px (default 512)")
+    pa.add_argument("--iterations", type=int, default=None, help="optimisation steps per stroke (default: the reference's 500 / strokes per patch)")
+    pa.add_argument("--lr", type=float, default=0.002, help="RMSprop learning rate (default 0.002)")
+    pa.add_argument("--renderer", default="neural", choices=["neural", "exact"], help="differentiable renderer for the search: the shipped neural renderer (default) or the exact engine")
+    pa.add_argument("--patch", type=int, default=128, help="px a patch is searched at (neural: 128; exact: any)")
+    pa.add_argument("--ot", action="store_true", help="add the optimal-transport loss (weight 0.1, the reference's): pulls strokes toward targets they do not overlap yet")
+    pa.add_argument("--ot-weight", type=float, default=None, help="weight of the optimal-transport loss (implies --ot)")
+    pa.add_argument("--mask", default=None, help="grey image as large as IMAGE: paint only where it is white; elsewhere the output is IMAGE unchanged")
+    pa.add_argument("--canvas", default="black", help="what to paint on: black (default, the reference's), white, #rrggbb, or an image file")
+    pa.add_argument("--json", dest="strokes_json", default=None, metavar="S.json", help="write the strokes as JSON (re-render with `impasto render`)")
+    pa.add_argument("--npz", default=None, metavar="S.npz", help="write the strokes as numpy .npz")
+    pa.add_argument("--svg", default=None, metavar="S.svg", help="write the strokes as SVG vector elements")
+    pa.add_argument("--animate", default=None, metavar="A.gif", help="write an animation of the painting (.gif, or .mp4 with imageio-ffmpeg)")
+    pa.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
+    pa.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same painting")
+    pa.add_argument("--report", action="store_true", help="print a JSON summary (outputs, strokes, seconds) on stdout")
+    pa.set_defaults(func=_cmd_paint)
+
+    re_ = sub.add_parser(
+        "render",
+        help="render a saved stroke file (JSON or npz) at any size",
+        description="Re-renders strokes written by `impasto paint --json/--npz` with the exact engine, "
+        "e.g. a 4096 px print from a 512 px painting. The aspect ratio of the painting is kept.",
+    )
+    re_.add_argument("strokes", help="stroke file (.json or .npz)")
+    re_.add_argument("-o", "--output", required=True, help="PNG to write")
+    re_.add_argument("--size", type=int, default=None, help="longer side in px (default: the painting's own size)")
+    re_.add_argument("--canvas", default=None, help="override the background: black, white, #rrggbb or an image file")
+    re_.add_argument("--json", action="store_true", help="print what was written as JSON")
+    re_.set_defaults(func=_cmd_render)
+
     t = sub.add_parser("train", help="train models (renderer)", description="Train impasto's models.")
     tsub = t.add_subparsers(dest="model", metavar="MODEL", required=True)
     r = tsub.add_parser(
@@ -100,6 +143,145 @@ def _cmd_demo(args: argparse.Namespace) -> dict:
     if missing:
         log.warning("no shipped renderer for %s: those tiles are grey", ", ".join(missing))
     return {"output": args.output, "brushes": list(BRUSHES), "missing_renderers": missing}
+
+
+def _output_size(h: int, w: int, longer: int) -> tuple[int, int]:
+    """(H, W) with the longer side ``longer`` and the aspect of h x w."""
+    if h >= w:
+        return longer, max(1, round(w * longer / h))
+    return max(1, round(h * longer / w)), longer
+
+
+def _parse_canvas(value: str, max_side: int):
+    """black | white | #rrggbb -> an RGB tuple; anything else is an image file -> a tensor."""
+    named = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+    if value in named:
+        return named[value]
+    if value.startswith("#"):
+        try:
+            if len(value) != 7:
+                raise ValueError
+            return tuple(int(value[i : i + 2], 16) / 255 for i in (1, 3, 5))
+        except ValueError:
+            raise UsageError(f"--canvas '{value}' is not a colour: use #rrggbb, black, white or an image file") from None
+    from impasto.runtime.images import load_image
+
+    return load_image(value, max_side=max_side, what="canvas image")
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Fail before any work if an output cannot be written (missing folder, unknown type)."""
+    from pathlib import Path
+
+    for p in paths:
+        if p is not None and not Path(p).resolve().parent.is_dir():
+            raise UsageError(f"output folder does not exist: {Path(p).parent}")
+
+
+def _cmd_paint(args: argparse.Namespace) -> dict:
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.formats.animation import save_animation
+    from impasto.runtime.formats.strokes import StrokeFile, save_strokes
+    from impasto.runtime.formats.svg import save_svg
+    from impasto.runtime.images import load_image, load_mask, save_image
+    from impasto.runtime.ops.paint import PaintOptions, paint
+    from impasto.train.loops.renderer import resolve_device
+
+    settings = load_settings({"device": args.device})
+    _check_outputs(args.output, args.strokes_json, args.npz, args.svg, args.animate)
+    for flag, path, suffixes in (("-o", args.output, (".png", ".jpg", ".jpeg")), ("--json", args.strokes_json, (".json",)),
+                                 ("--npz", args.npz, (".npz",)), ("--svg", args.svg, (".svg",)),
+                                 ("--animate", args.animate, (".gif", ".mp4"))):
+        if path is not None and not path.lower().endswith(suffixes):
+            raise UsageError(f"{flag} '{path}' must end with {' or '.join(suffixes)}")
+    if not 1 <= args.size <= settings.max_side:
+        raise UsageError(f"--size must be between 1 and {settings.max_side}, got {args.size}")
+    image = load_image(args.image, max_side=settings.max_side)
+    h, w = image.shape[1:]
+    mask = load_mask(args.mask, (h, w), max_side=settings.max_side) if args.mask else None
+    canvas = _parse_canvas(args.canvas, settings.max_side)
+    start = None
+    background = (0.0, 0.0, 0.0)
+    if isinstance(canvas, torch.Tensor):
+        if tuple(canvas.shape[1:]) != (h, w):
+            raise UsageError(f"--canvas image is {canvas.shape[2]}x{canvas.shape[1]}, IMAGE is {w}x{h}: they must match")
+        start = canvas
+    else:
+        background = canvas
+    try:
+        device = str(resolve_device(settings.device))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    options = PaintOptions(
+        brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations, lr=args.lr,
+        renderer=args.renderer, patch=args.patch, seed=args.seed, device=device, background=background,
+        ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
+    )
+    try:
+        options.validate()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    out_h, out_w = _output_size(h, w, args.size)
+    if mask is not None and start is None:
+        start = image
+    bar = tqdm(total=1, desc=f"painting ({args.brush})", unit="step", disable=args.report or None)
+
+    def on_progress(p) -> None:
+        bar.total = p.total
+        bar.set_postfix(level=f"{p.level}/{p.levels}", loss=f"{p.loss:.4f}", refresh=False)
+        bar.update(p.step - bar.n)
+
+    t0 = time.perf_counter()
+    result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, progress=on_progress)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    save_image(result.canvas, args.output)
+    written = [args.output]
+    sf = StrokeFile(args.brush, result.strokes, out_w, out_h, background, result.levels)
+    for path in (args.strokes_json, args.npz):
+        if path:
+            written.append(str(save_strokes(sf, path)))
+    if args.svg:
+        written.append(str(save_svg(args.svg, args.brush, result.strokes, out_w, out_h, background if start is None else None)))
+    if args.animate:
+        bg = background if start is None else torch.nn.functional.interpolate(start.unsqueeze(0), size=(out_h, out_w), mode="bilinear", antialias=True)[0]
+        written.append(str(save_animation(args.animate, args.brush, result.strokes, out_h, out_w, bg)))
+    summary = {"output": args.output, "written": written, "strokes": int(result.strokes.shape[0]),
+               "size": [out_w, out_h], "seconds": round(seconds, 2)}
+    if args.report:
+        print(json.dumps(summary, indent=1))
+        return {}
+    return summary
+
+
+def _cmd_render(args: argparse.Namespace) -> dict:
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.formats.strokes import load_strokes
+    from impasto.runtime.images import save_image
+    from impasto.train.brushes import get_brush, render_strokes
+
+    settings = load_settings()
+    _check_outputs(args.output)
+    sf = load_strokes(args.strokes)
+    longer = args.size or max(sf.width, sf.height)
+    if not 1 <= longer <= settings.max_side:
+        raise UsageError(f"--size must be between 1 and {settings.max_side}, got {longer}")
+    h, w = _output_size(sf.height, sf.width, longer)
+    background = sf.background
+    if args.canvas is not None:
+        background = _parse_canvas(args.canvas, settings.max_side)
+        if not isinstance(background, tuple):
+            import torch.nn.functional as F
+
+            background = F.interpolate(background.unsqueeze(0), size=(h, w), mode="bilinear", antialias=True)[0]
+    canvas = render_strokes(get_brush(sf.brush), sf.strokes, h, w, background)
+    save_image(canvas, args.output)
+    return {"output": args.output, "size": [w, h], "strokes": int(sf.strokes.shape[0])}
 
 
 def _cmd_brushes(args: argparse.Namespace) -> dict:
@@ -167,9 +349,12 @@ def _cmd_train_renderer(args: argparse.Namespace) -> dict:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.runtime.config import ConfigError
+    from impasto.runtime.formats.strokes import StrokeFileError
+    from impasto.runtime.images import ImageInputError
     from impasto.train.brushes import StrokeParamError, UnknownBrushError
 
-    return (UsageError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError)
+    return (UsageError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
+            StrokeFileError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,13 +6,13 @@ writing goes through a temp file and a rename, so a failed run never leaves half
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from impasto.runtime.atomic import atomic_output
 
 DEFAULT_MAX_SIDE = 16384
 
@@ -40,7 +40,7 @@ def load_image(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE, what: str 
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(white, rgba)
-            array = np.asarray(im.convert("RGB"))
+            array = np.array(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ImageInputError(f"{what} '{path}' is not a readable image ({e.__class__.__name__})") from None
     finally:
@@ -74,17 +74,9 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     """Write ``image`` to ``path`` (format from the suffix); never leaves a half-written file."""
     path = Path(path)
     array = image if isinstance(image, np.ndarray) else to_uint8(image)
-    if path.parent and not path.parent.exists():
-        raise FileNotFoundError(f"output folder does not exist: {path.parent}")
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot write '{path.name}': unknown image type '{path.suffix}' (use .png or .jpg)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(array).save(f, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as f:
+        Image.fromarray(array).save(f, format=fmt)
     return path

@@ -10,15 +10,14 @@ strokes, mapped to canvas coordinates, are rendered by the exact brush engine at
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from impasto.runtime.ops.losses import paint_loss
 from impasto.train.brushes import Brush, get_brush, render_strokes
-from impasto.train.brushes.canvas import blank_canvas
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ class PaintOptions:
     """Parameters of a painting; the defaults are the reference implementation's."""
 
     brush: str = "oil"
-    strokes: int = 500  # in total, over all levels (the reference's max_m_strokes)
+    strokes: int = 500  # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
     levels: int = 5  # the reference's max_divide: level m has m x m patches
     iterations: int | None = None  # per stroke; None: the reference's 500 / strokes-per-patch
     lr: float = 0.002  # RMSprop, as the reference
@@ -55,6 +54,8 @@ class PaintOptions:
             )
         if self.iterations is not None and not 1 <= self.iterations <= 10_000:
             raise ValueError(f"iterations must be between 1 and 10000, got {self.iterations}")
+        if not 0.0 <= self.ot_weight <= 100.0:
+            raise ValueError(f"ot_weight must be between 0 and 100, got {self.ot_weight}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.renderer not in ("neural", "exact"):
@@ -211,13 +212,15 @@ def paint(
     if start is not None and tuple(start.shape) != (3, h, w):
         raise ValueError(f"start canvas must be (3, {h}, {w}) like the image, got {tuple(start.shape)}")
 
+    if mask is not None and start is None:
+        start = target  # a selection: paint over the image itself, keep it as it is outside
     device = torch.device(opts.device)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     brush = get_brush(opts.brush)
     raster = Rasteriser(brush, opts.renderer, opts.patch, device)
     target = target.to(device)
-    loss_fn = loss_fn or l1_loss
+    loss_fn = loss_fn or paint_loss(opts.ot_weight)
 
     k = opts.strokes_per_patch
     iters = opts.iterations_per_stroke
@@ -225,7 +228,6 @@ def paint(
     step = 0
     all_strokes: list[torch.Tensor] = []
     stroke_levels: list[int] = []
-    background = start.to(device) if start is not None else opts.background
 
     def canvas_at(size: int) -> torch.Tensor:
         strokes = torch.cat(all_strokes) if all_strokes else torch.zeros(0, brush.n_params, device=device)
@@ -263,7 +265,7 @@ def paint(
                     x.clamp_(0.0, 1.0)
                 step += 1
                 if progress is not None:
-                    progress(Progress(m, opts.levels, step, total_steps, float(loss), lambda: canvas_at(256)))
+                    progress(Progress(m, opts.levels, step, total_steps, loss.item(), lambda: canvas_at(256)))
             params[:, : anchor + 1] = x.detach()
         # patch (i, j) covers [j/m, (j+1)/m] x [i/m, (i+1)/m] of the canvas
         ii, jj = torch.meshgrid(torch.arange(m, device=device), torch.arange(m, device=device), indexing="ij")
@@ -276,14 +278,12 @@ def paint(
         log.info("level %d/%d: %d strokes", m, opts.levels, placed.shape[0] * placed.shape[1])
 
     strokes = torch.cat(all_strokes).cpu()
-    start_out = None
-    if start is not None:
-        start_out = F.interpolate(start.unsqueeze(0), size=(out_h, out_w), mode="bilinear", antialias=True)[0] if (out_h, out_w) != (h, w) else start
-    canvas = render_strokes(brush, strokes, out_h, out_w, start_out.cpu() if start_out is not None else opts.background)
+    start_out = _resize(start.cpu(), out_h, out_w) if start is not None else None
+    canvas = render_strokes(brush, strokes, out_h, out_w, start_out if start_out is not None else opts.background)
     if mask is not None:
-        keep = start_out.cpu() if start_out is not None else _resize(target.cpu(), out_h, out_w)
         m_out = _resize(mask.cpu(), out_h, out_w)
-        canvas = torch.where(m_out > 0, m_out * canvas + (1 - m_out) * keep, keep)
+        # where the mask is 0 the result is the start canvas bit for bit
+        canvas = torch.where(m_out > 0, m_out * canvas + (1 - m_out) * start_out, start_out)
     return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background)
 
 
@@ -291,11 +291,3 @@ def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
     if tuple(image.shape[1:]) == (h, w):
         return image
     return F.interpolate(image.unsqueeze(0), size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-
-
-def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Pixel L1, averaged over the (masked) pixels."""
-    diff = (pred - target).abs()
-    if mask is None:
-        return diff.mean()
-    return (diff * mask).sum() / (mask.sum() * 3).clamp_min(1.0)

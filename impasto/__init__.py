@@ -1,0 +1,41 @@
+"""impasto: neural painting and texturing. The public Python API.
+
+    import impasto
+    result = impasto.paint(image)            # (3, H, W) tensor in [0, 1] -> Painting
+    result.strokes, result.canvas
+
+Everything else lives in impasto.train (engine, models), impasto.export and impasto.runtime;
+names here are imported lazily so that ``import impasto`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "paint": ("impasto.runtime.ops.paint", "paint"),
+    "PaintOptions": ("impasto.runtime.ops.paint", "PaintOptions"),
+    "Painting": ("impasto.runtime.ops.paint", "Painting"),
+    "get_brush": ("impasto.train.brushes", "get_brush"),
+    "render_strokes": ("impasto.train.brushes", "render_strokes"),
+    "load_image": ("impasto.runtime.images", "load_image"),
+    "save_image": ("impasto.runtime.images", "save_image"),
+}
+
+if TYPE_CHECKING:
+    from impasto.runtime.images import load_image, save_image
+    from impasto.runtime.ops.paint import PaintOptions, Painting, paint
+    from impasto.train.brushes import get_brush, render_strokes
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        import importlib
+
+        module, attr = _API[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'impasto' has no attribute '{name}'")

@@ -1,0 +1,1 @@
+"""File formats for paintings: stroke lists (JSON, npz), SVG, animations."""
