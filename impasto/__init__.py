@@ -25,9 +25,9 @@ _API = {
 }
 
 if TYPE_CHECKING:
-    from impasto.runtime.images import load_image, save_image
-    from impasto.runtime.ops.paint import PaintOptions, Painting, paint
-    from impasto.train.brushes import get_brush, render_strokes
+    from impasto.runtime.images import load_image, save_image  # noqa: F401
+    from impasto.runtime.ops.paint import PaintOptions, Painting, paint  # noqa: F401
+    from impasto.train.brushes import get_brush, render_strokes  # noqa: F401
 
 __all__ = list(_API)
 

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         "patches; strokes are added where the error is largest and optimised through a differentiable renderer. "
         "The final picture is rendered from the strokes by the exact brush engine at --size.",
     )
-    pa.add_argument("image", help="the picture to paint (PNG, JPEG, ...)")
+    pa.add_argument("image", help="the picture to paint (PNG, JPEG, ...), or example:astronaut / coffee / chelsea / rocket")
     pa.add_argument("-o", "--output", required=True, help="PNG (or JPEG) of the painting")
     pa.add_argument("--brush", default="oil", help="oil (default), marker, watercolor or tape")
     pa.add_argument("--strokes", type=int, default=500, help="strokes in total over all levels (default 500)")
@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--patch", type=int, default=128, help="px a patch is searched at (neural: 128; exact: any)")
     pa.add_argument("--ot", action="store_true", help="add the optimal-transport loss (weight 0.1, the reference's): pulls strokes toward targets they do not overlap yet")
     pa.add_argument("--ot-weight", type=float, default=None, help="weight of the optimal-transport loss (implies --ot)")
+    pa.add_argument("--style", default=None, metavar="STYLE.png", help="a style image: after each level, its strokes are restyled toward it (VGG-19 Gram matrices)")
+    pa.add_argument("--style-mode", default="color", choices=["color", "all"], help="restyle colours only (default; shapes stay) or every parameter")
+    pa.add_argument("--style-weight", type=float, default=100.0, help="weight of the style loss against the content L1 (default 100)")
+    pa.add_argument("--features", default="vgg19", choices=["vgg19", "random"], help="VGG-19 with ImageNet weights (default; see IMPASTO_VGG_WEIGHTS) or a random-weight stand-in (weak, for testing)")
     pa.add_argument("--mask", default=None, help="grey image as large as IMAGE: paint only where it is white; elsewhere the output is IMAGE unchanged")
     pa.add_argument("--canvas", default="black", help="what to paint on: black (default, the reference's), white, #rrggbb, or an image file")
     pa.add_argument("--json", dest="strokes_json", default=None, metavar="S.json", help="write the strokes as JSON (re-render with `impasto render`)")
@@ -204,6 +208,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     image = load_image(args.image, max_side=settings.max_side)
     h, w = image.shape[1:]
     mask = load_mask(args.mask, (h, w), max_side=settings.max_side) if args.mask else None
+    style = load_image(args.style, max_side=settings.max_side, what="style image") if args.style else None
     canvas = _parse_canvas(args.canvas, settings.max_side)
     start = None
     background = (0.0, 0.0, 0.0)
@@ -221,6 +226,8 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
         brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations, lr=args.lr,
         renderer=args.renderer, patch=args.patch, seed=args.seed, device=device, background=background,
         ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
+        style_mode=args.style_mode, style_weight=args.style_weight, features=args.features,
+        vgg_weights=settings.vgg_weights or None,
     )
     try:
         options.validate()
@@ -237,7 +244,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
         bar.update(p.step - bar.n)
 
     t0 = time.perf_counter()
-    result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, progress=on_progress)
+    result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, progress=on_progress, style=style)
     bar.close()
     seconds = time.perf_counter() - t0
     save_image(result.canvas, args.output)
@@ -350,11 +357,12 @@ def _cmd_train_renderer(args: argparse.Namespace) -> dict:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.runtime.config import ConfigError
     from impasto.runtime.formats.strokes import StrokeFileError
+    from impasto.train.models.vgg import VGGWeightsMissing
     from impasto.runtime.images import ImageInputError
     from impasto.train.brushes import StrokeParamError, UnknownBrushError
 
     return (UsageError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
-            StrokeFileError)
+            StrokeFileError, VGGWeightsMissing)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,8 +21,25 @@ class ImageInputError(ValueError):
     """An input image that cannot be used; the message names the file and the limit."""
 
 
+EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def load_example(name: str) -> torch.Tensor:
+    """A sample photo shipped inside scikit-image (``example:astronaut`` on the command line)."""
+    if name not in EXAMPLES:
+        raise ImageInputError(f"unknown example image '{name}': choose one of {', '.join(EXAMPLES)}")
+    from skimage import data
+
+    return from_uint8(getattr(data, name)())
+
+
 def load_image(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> torch.Tensor:
-    """An RGB image file as a (3, H, W) float tensor in [0, 1] (alpha is composited on white)."""
+    """An RGB image file as a (3, H, W) float tensor in [0, 1] (alpha is composited on white).
+
+    ``example:NAME`` loads one of scikit-image's sample photos instead (see ``EXAMPLES``).
+    """
+    if isinstance(path, str) and path.startswith("example:"):
+        return load_example(path.split(":", 1)[1])
     path = Path(path)
     if not path.is_file():
         raise ImageInputError(f"{what} '{path}' does not exist")

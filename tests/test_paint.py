@@ -19,7 +19,7 @@ from impasto.runtime.formats.svg import strokes_to_svg
 from impasto.runtime.images import load_image
 from impasto.runtime.ops.losses import l1_loss, sinkhorn_loss
 from impasto.runtime.ops.paint import PaintOptions, paint
-from impasto.train.brushes import BRUSHES, get_brush, render_strokes
+from impasto.train.brushes import BRUSHES, get_brush
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -195,3 +195,26 @@ def test_load_image_composites_alpha_on_white(tmp_path):
     rgba[..., 0] = 255  # red, fully transparent
     Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
     assert torch.equal(load_image(tmp_path / "t.png"), torch.ones(3, 4, 4))
+
+
+def test_colour_only_style_pass_changes_colours_and_leaves_shapes_unchanged():
+    img = simple_image(64, 64)
+    style = torch.rand(3, 48, 48)  # a noisy, colourful style
+    opts = dict(brush="oil", strokes=6, levels=1, renderer="exact", patch=32, iterations=6, seed=1,
+                features="random", style_iterations=10)
+    plain = paint(img, PaintOptions(**opts))
+    styled = paint(img, PaintOptions(**opts, style_mode="color"), style=style)
+    everything = paint(img, PaintOptions(**opts, style_mode="all"), style=style)
+    shape = get_brush("oil").schema.shape_index
+    colour = [5, 6, 7, 8, 9, 10]
+    assert torch.equal(styled.strokes[:, shape], plain.strokes[:, shape])
+    assert not torch.allclose(styled.strokes[:, colour], plain.strokes[:, colour])
+    assert not torch.allclose(everything.strokes[:, shape], plain.strokes[:, shape])
+
+
+def test_style_without_vgg_weights_says_how_to_get_them(tmp_path, photo, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    res = impasto("paint", str(photo), "-o", str(tmp_path / "p.png"), "--style", str(photo), "--strokes", "5",
+                  "--levels", "1")
+    assert res.returncode == 2
+    assert "IMPASTO_VGG_WEIGHTS" in res.stderr and not (tmp_path / "p.png").exists()

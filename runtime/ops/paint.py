@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from impasto.runtime.ops.losses import paint_loss
+from impasto.runtime.ops.losses import l1_loss, paint_loss
 from impasto.train.brushes import Brush, get_brush, render_strokes
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,14 @@ class PaintOptions:
     seed: int = 0
     device: str = "cpu"
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the reference paints on black
+    # style (used when paint() gets a style image): after each level's search, a pass of
+    # style_iterations steps on that level's strokes, content (L1) + style (VGG Gram) loss
+    style_mode: str = "color"  # color: only colours change; all: every parameter
+    style_weight: float = 100.0
+    content_weight: float = 1.0
+    style_iterations: int = 50
+    features: str = "vgg19"  # vgg19 (ImageNet weights) or random (an explicit, weaker stand-in)
+    vgg_weights: str | None = None
 
     def validate(self) -> None:
         get_brush(self.brush)
@@ -56,6 +64,10 @@ class PaintOptions:
             raise ValueError(f"iterations must be between 1 and 10000, got {self.iterations}")
         if not 0.0 <= self.ot_weight <= 100.0:
             raise ValueError(f"ot_weight must be between 0 and 100, got {self.ot_weight}")
+        if self.style_mode not in ("color", "all"):
+            raise ValueError(f"style_mode must be 'color' or 'all', got '{self.style_mode}'")
+        if not 1 <= self.style_iterations <= 10_000:
+            raise ValueError(f"style_iterations must be between 1 and 10000, got {self.style_iterations}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.renderer not in ("neural", "exact"):
@@ -99,6 +111,7 @@ class Painting:
     canvas: torch.Tensor  # (3, H, W) in [0, 1]
     levels: list[int] = field(default_factory=list)  # level of each stroke
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    renders: int = 0  # stroke renders the search made (a measure of its cost)
 
     def render(self, height: int, width: int | None = None, start: torch.Tensor | None = None) -> torch.Tensor:
         """Re-render the strokes at any size with the exact engine."""
@@ -112,6 +125,7 @@ class Rasteriser:
 
     def __init__(self, brush: Brush, kind: str, size: int, device: torch.device):
         self.brush, self.kind, self.size = brush, kind, size
+        self.renders = 0  # strokes rendered so far (each also differentiated once in the search)
         if kind == "neural":
             from impasto.train.models.weights_io import load_shipped_renderer
 
@@ -120,6 +134,7 @@ class Rasteriser:
                 p.requires_grad_(False)
 
     def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.renders += params.shape[0]
         if self.kind == "neural":
             return self.model(params)
         return self.brush.render(params, self.size, validate=False)
@@ -192,12 +207,14 @@ def paint(
     start: torch.Tensor | None = None,
     progress: Callable[[Progress], None] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
+    style: torch.Tensor | None = None,
 ) -> Painting:
     """Paint ``target`` (3, H, W) in [0, 1] with strokes; returns strokes and the final canvas.
 
     ``out_size`` = (H, W) of the final canvas (default: the target's). ``mask`` (1, H, W) in
     [0, 1] limits painting to where it is non-zero; outside it the output equals ``start``
     (or the target when no start is given) exactly. ``start`` (3, H, W) is the canvas to paint on.
+    ``style`` (3, Hs, Ws) adds a style pass after every level (``options.style_mode``).
     """
     opts = options or PaintOptions()
     opts.validate()
@@ -211,6 +228,8 @@ def paint(
         raise ValueError(f"mask must be (1, {h}, {w}) like the image, got {tuple(mask.shape)}")
     if start is not None and tuple(start.shape) != (3, h, w):
         raise ValueError(f"start canvas must be (3, {h}, {w}) like the image, got {tuple(start.shape)}")
+    if style is not None and (style.dim() != 3 or style.shape[0] != 3 or not torch.isfinite(style).all()):
+        raise ValueError("style image must be a finite (3, H, W) tensor")
 
     if mask is not None and start is None:
         start = target  # a selection: paint over the image itself, keep it as it is outside
@@ -222,6 +241,7 @@ def paint(
     target = target.to(device)
     loss_fn = loss_fn or paint_loss(opts.ot_weight)
 
+    stylist = _Stylist(style.to(device), opts, device) if style is not None else None
     k = opts.strokes_per_patch
     iters = opts.iterations_per_stroke
     total_steps = iters * k * opts.levels
@@ -267,6 +287,8 @@ def paint(
                 if progress is not None:
                     progress(Progress(m, opts.levels, step, total_steps, loss.item(), lambda: canvas_at(256)))
             params[:, : anchor + 1] = x.detach()
+        if stylist is not None:
+            params = stylist.restyle(params, raster, bg, tgt, msk)
         # patch (i, j) covers [j/m, (j+1)/m] x [i/m, (i+1)/m] of the canvas
         ii, jj = torch.meshgrid(torch.arange(m, device=device), torch.arange(m, device=device), indexing="ij")
         x0 = (jj.reshape(-1, 1).float()) / m
@@ -284,7 +306,50 @@ def paint(
         m_out = _resize(mask.cpu(), out_h, out_w)
         # where the mask is 0 the result is the start canvas bit for bit
         canvas = torch.where(m_out > 0, m_out * canvas + (1 - m_out) * start_out, start_out)
-    return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background)
+    return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background, raster.renders)
+
+
+class _Stylist:
+    """The style pass (Stylized Neural Painting §3.5): Gram matrices of VGG-19 features."""
+
+    def __init__(self, style: torch.Tensor, opts: PaintOptions, device: torch.device):
+        from impasto.train.models.vgg import gram, vgg19_features
+
+        self.opts, self.gram = opts, gram
+        self.vgg = vgg19_features(features=opts.features, weights=opts.vgg_weights, device=device)
+        with torch.no_grad():
+            feats = self.vgg(_to_square(style, opts.patch).unsqueeze(0))
+        self.targets = {name: gram(f) for name, f in feats.items()}
+        self.colour_index = [i for i, n in enumerate(get_brush(opts.brush).schema.fields) if n[0] in "RGB"]
+
+    def loss(self, pred: torch.Tensor) -> torch.Tensor:
+        feats = self.vgg(pred)
+        return sum(F.mse_loss(self.gram(f), self.targets[n].expand(f.shape[0], -1, -1)) for n, f in feats.items())
+
+    def restyle(self, params, raster, bg, tgt, msk) -> torch.Tensor:
+        """Optimise a level's strokes (B, k, n) for content + style; colour-only freezes the rest."""
+        opts = self.opts
+        x = params.clone().requires_grad_(True)
+        optimiser = torch.optim.RMSprop([x], lr=opts.lr)
+        frozen = torch.ones(params.shape[-1], dtype=torch.bool, device=params.device)
+        if opts.style_mode == "color":
+            frozen[self.colour_index] = False
+        n = params.shape[-1]
+        for _ in range(opts.style_iterations):
+            fg, alpha = raster(x.reshape(-1, n))
+            b, k = params.shape[:2]
+            pred = _blend(bg, fg.view(b, k, 3, *fg.shape[-2:]), alpha.view(b, k, 1, *fg.shape[-2:]))
+            loss = opts.content_weight * l1_loss(pred, tgt, msk) + opts.style_weight * self.loss(pred)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if opts.style_mode == "color":
+                x.grad[..., frozen] = 0
+            optimiser.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+                if opts.style_mode == "color":
+                    x[..., frozen] = params[..., frozen]  # exactly: RMSprop's state cannot move them
+        return x.detach()
 
 
 def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
