@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--val-every", type=int, default=500, help="validate and checkpoint every N steps")
     r.add_argument("--val-size", type=int, default=512, help="held-out strokes (default 512)")
     r.add_argument("--seed", type=int, default=0, help="data seed")
+    r.add_argument("--schedule", default=None, help="coarse-to-fine resolutions as SIZE:FRACTION of the steps, e.g. 32:0.6,64:0.3,128:0.1 (the default); renderers that draw only at 128 ignore it")
     r.add_argument("--out", default=None, help="run folder (default runs/renderer-ARCH-BRUSH)")
     r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: settings, then auto)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -315,6 +316,16 @@ def _cmd_brushes(args: argparse.Namespace) -> dict:
     return out
 
 
+def _parse_schedule(text: str) -> tuple[tuple[int, float], ...]:
+    try:
+        pairs = tuple((int(size), float(frac)) for size, frac in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise UsageError(f"--schedule '{text}' must look like 32:0.6,64:0.3,128:0.1") from None
+    if any(size not in (16, 32, 64, 128) or not 0 < frac <= 1 for size, frac in pairs) or sum(f for _, f in pairs) > 1 + 1e-9:
+        raise UsageError(f"--schedule '{text}': sizes must be 16, 32, 64 or 128 and fractions positive, summing to at most 1")
+    return pairs
+
+
 def _cmd_train_renderer(args: argparse.Namespace) -> dict:
     from impasto.runtime.config import load_settings
     from impasto.train.brushes import get_brush
@@ -330,7 +341,9 @@ def _cmd_train_renderer(args: argparse.Namespace) -> dict:
     if not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
     settings = load_settings({"device": args.device, "threads": args.threads})
+    schedule = _parse_schedule(args.schedule) if args.schedule else TrainConfig.schedule
     cfg = TrainConfig(
+        schedule=schedule,
         brush=args.brush,
         arch=args.arch,
         steps=args.steps,

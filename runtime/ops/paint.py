@@ -151,10 +151,15 @@ def _patches(image: torch.Tensor, m: int) -> torch.Tensor:
     return image.view(c, m, p, m, p).permute(1, 3, 0, 2, 4).reshape(m * m, c, p, p)
 
 
-def _blend(background: torch.Tensor, fg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Composite strokes (B, k, ...) in order over backgrounds (B, 3, P, P)."""
+def _paint_patches(raster: "Rasteriser", params: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Render strokes (B, k, n) with ``raster`` and composite them in order over (B, 3, P, P)."""
+    b, k, n = params.shape
+    if k == 0:
+        return background
+    fg, alpha = raster(params.reshape(b * k, n))
+    fg, alpha = fg.view(b, k, 3, *fg.shape[-2:]), alpha.view(b, k, 1, *fg.shape[-2:])
     canvas = background
-    for j in range(fg.shape[1]):
+    for j in range(k):
         canvas = fg[:, j] * alpha[:, j] + canvas * (1 - alpha[:, j])
     return canvas
 
@@ -195,6 +200,43 @@ def _init_strokes(
     for j, i in enumerate(colour_fields):
         params[:, i] = colour[:, j % 3]
     params[:, schema.alpha_index] = 1.0
+    return params
+
+
+def _search_level(
+    raster: Rasteriser,
+    target: torch.Tensor,
+    background: torch.Tensor,
+    mask: torch.Tensor | None,
+    strokes: int,
+    iterations: int,
+    lr: float,
+    error_power: float,
+    gen: torch.Generator,
+    loss_fn,
+    on_step: Callable[[float], None],
+) -> torch.Tensor:
+    """Paint a batch of patches (B, 3, P, P) stroke by stroke; returns their strokes (B, k, n)."""
+    b = target.shape[0]
+    params = torch.zeros(b, strokes, raster.brush.n_params, device=target.device)
+    for anchor in range(strokes):
+        with torch.no_grad():
+            err = (_paint_patches(raster, params[:, :anchor], background) - target).abs().sum(1, keepdim=True)
+            if mask is not None:
+                err = err * mask
+            params[:, anchor] = _init_strokes(raster.brush, err, target, error_power, gen)
+        # all strokes of the patch so far are optimised jointly
+        x = params[:, : anchor + 1].clone().requires_grad_(True)
+        opt = torch.optim.RMSprop([x], lr=lr)
+        for _ in range(iterations):
+            loss = loss_fn(_paint_patches(raster, x, background), target, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            on_step(loss.item())
+        params[:, : anchor + 1] = x.detach()
     return params
 
 
@@ -254,39 +296,21 @@ def paint(
         bg = _to_square(start.to(device), size) if start is not None else opts.background
         return render_strokes(brush, strokes, size, size, bg)
 
+    level = 1
+
+    def on_step(loss: float) -> None:
+        nonlocal step
+        step += 1
+        if progress is not None:
+            progress(Progress(level, opts.levels, step, total_steps, loss, lambda: canvas_at(256)))
+
     for m in range(1, opts.levels + 1):
         side = m * opts.patch
         tgt = _patches(_to_square(target, side), m)
         msk = _patches(_to_square(mask.to(device), side), m) if mask is not None else None
         bg = _patches(canvas_at(side), m)
-        params = torch.zeros(m * m, k, brush.n_params, device=device)
-        for anchor in range(k):
-            with torch.no_grad():
-                if anchor:
-                    fg, alpha = raster(params[:, :anchor].reshape(-1, brush.n_params))
-                    now = _blend(bg, fg.view(m * m, anchor, 3, *fg.shape[-2:]), alpha.view(m * m, anchor, 1, *fg.shape[-2:]))
-                else:
-                    now = bg
-                err = (now - tgt).abs().sum(1, keepdim=True)
-                if msk is not None:
-                    err = err * msk
-                params[:, anchor] = _init_strokes(brush, err, tgt, opts.error_power, gen)
-            x = params[:, : anchor + 1].clone().requires_grad_(True)
-            opt = torch.optim.RMSprop([x], lr=opts.lr)
-            for _ in range(iters):
-                fg, alpha = raster(x.reshape(-1, brush.n_params))
-                n_s = anchor + 1
-                pred = _blend(bg, fg.view(m * m, n_s, 3, *fg.shape[-2:]), alpha.view(m * m, n_s, 1, *fg.shape[-2:]))
-                loss = loss_fn(pred, tgt, msk)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    x.clamp_(0.0, 1.0)
-                step += 1
-                if progress is not None:
-                    progress(Progress(m, opts.levels, step, total_steps, loss.item(), lambda: canvas_at(256)))
-            params[:, : anchor + 1] = x.detach()
+        level = m
+        params = _search_level(raster, tgt, bg, msk, k, iters, opts.lr, opts.error_power, gen, loss_fn, on_step)
         if stylist is not None:
             params = stylist.restyle(params, raster, bg, tgt, msk)
         # patch (i, j) covers [j/m, (j+1)/m] x [i/m, (i+1)/m] of the canvas
@@ -334,11 +358,8 @@ class _Stylist:
         frozen = torch.ones(params.shape[-1], dtype=torch.bool, device=params.device)
         if opts.style_mode == "color":
             frozen[self.colour_index] = False
-        n = params.shape[-1]
         for _ in range(opts.style_iterations):
-            fg, alpha = raster(x.reshape(-1, n))
-            b, k = params.shape[:2]
-            pred = _blend(bg, fg.view(b, k, 3, *fg.shape[-2:]), alpha.view(b, k, 1, *fg.shape[-2:]))
+            pred = _paint_patches(raster, x, bg)
             loss = opts.content_weight * l1_loss(pred, tgt, msk) + opts.style_weight * self.loss(pred)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
