@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--ot", type=float, default=0.0)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--picture", default=None, help="write the inputs and paintings side by side to this PNG")
+    ap.add_argument("--picture", default=None, help="write the paintings side by side (256 px each) to this PNG")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -61,10 +61,11 @@ def main() -> None:
                                      channel_axis=2, data_range=1.0)
         print(f"| {name} | {seconds:.1f} | {result.renders:,} | {result.renders / seconds:,.0f} | {psnr:.2f} | "
               f"{ssim:.3f} |", flush=True)
-        rows.append(torch.cat([img, torch.ones(3, args.size, 8), result.canvas], dim=2))
+        rows.append(F.interpolate(result.canvas.unsqueeze(0), size=(256, 256), mode="area")[0])
     if args.picture:
-        pad = torch.ones(3, 8, rows[0].shape[2])
-        grid = torch.cat([t for r in rows for t in (r, pad)][:-1], dim=1)
+        # the paintings only: the input photos are scikit-image's, not ours to commit
+        pad = torch.ones(3, 256, 8)
+        grid = torch.cat([t for r in rows for t in (r, pad)][:-1], dim=2)
         Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, args.picture)
         print("wrote", args.picture)

@@ -56,10 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--strokes", type=int, default=500, help="strokes in total over all levels (default 500)")
     pa.add_argument("--levels", type=int, default=5, help="levels of the progressive search (default 5)")
     pa.add_argument("--size", type=int, default=512, help="longer side of the output in px (default 512)")
-    pa.add_argument("--iterations", type=int, default=None, help="optimisation steps per stroke (default: the reference's 500 / strokes per patch)")
+    pa.add_argument("--iterations", type=int, default=20, help="optimisation steps per stroke (default 20; 0 = the reference's 500 / strokes per patch)")
     pa.add_argument("--lr", type=float, default=0.002, help="RMSprop learning rate (default 0.002)")
-    pa.add_argument("--renderer", default="neural", choices=["neural", "exact"], help="differentiable renderer for the search: the shipped neural renderer (default) or the exact engine")
-    pa.add_argument("--patch", type=int, default=128, help="px a patch is searched at (neural: 128; exact: any)")
+    pa.add_argument("--renderer", default="exact", choices=["neural", "exact"], help="differentiable renderer for the search: the exact engine (default, faster and better here) or the shipped neural renderer")
+    pa.add_argument("--patch", type=int, default=64, help="px a patch is searched at (default 64; larger is slower and finer)")
     pa.add_argument("--ot", action="store_true", help="add the optimal-transport loss (weight 0.1, the reference's): pulls strokes toward targets they do not overlap yet")
     pa.add_argument("--ot-weight", type=float, default=None, help="weight of the optimal-transport loss (implies --ot)")
     pa.add_argument("--style", default=None, metavar="STYLE.png", help="a style image: after each level, its strokes are restyled toward it (VGG-19 Gram matrices)")
@@ -224,7 +224,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     except ValueError as e:
         raise UsageError(str(e)) from None
     options = PaintOptions(
-        brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations, lr=args.lr,
+        brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations or None, lr=args.lr,
         renderer=args.renderer, patch=args.patch, seed=args.seed, device=device, background=background,
         ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
         style_mode=args.style_mode, style_weight=args.style_weight, features=args.features,

@@ -31,10 +31,12 @@ class PaintOptions:
     brush: str = "oil"
     strokes: int = 500  # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
     levels: int = 5  # the reference's max_divide: level m has m x m patches
-    iterations: int | None = None  # per stroke; None: the reference's 500 / strokes-per-patch
+    # per stroke; None: the reference's 500 / strokes-per-patch (55 at the defaults). 20 and the
+    # exact engine at 64 px are measured choices: docs/benchmarks.md#painter
+    iterations: int | None = 20
     lr: float = 0.002  # RMSprop, as the reference
-    renderer: str = "neural"  # neural (the shipped renderer) or exact (the engine, differentiated)
-    patch: int = 128  # pixels a patch is painted at (the neural renderer needs 128)
+    renderer: str = "exact"  # exact (the engine, differentiated) or neural (the shipped renderer)
+    patch: int = 64  # pixels a patch is searched at (the shipped dual-pathway renderers draw at any size)
     ot_weight: float = 0.0  # weight of the Sinkhorn optimal-transport loss (the reference: 0.1 with --ot)
     error_power: float = 4.0  # the error map is blurred and raised to this power to pick stroke sites
     seed: int = 0
@@ -72,8 +74,6 @@ class PaintOptions:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.renderer not in ("neural", "exact"):
             raise ValueError(f"renderer must be 'neural' or 'exact', got '{self.renderer}'")
-        if self.renderer == "neural" and self.patch != 128:
-            raise ValueError("the neural renderer paints 128 px patches; use --renderer exact for other sizes")
         if not 8 <= self.patch <= 512:
             raise ValueError(f"patch must be between 8 and 512 px, got {self.patch}")
         if any(not 0.0 <= c <= 1.0 for c in self.background) or len(self.background) != 3:
@@ -136,7 +136,7 @@ class Rasteriser:
     def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self.renders += params.shape[0]
         if self.kind == "neural":
-            return self.model(params)
+            return self.model(params, self.size)
         return self.brush.render(params, self.size, validate=False)
 
 

@@ -107,7 +107,7 @@ class Brush:
         width: int | None = None,
         *,
         validate: bool = True,
-        chunk: int = 64,
+        chunk: int = 8,  # strokes per pass: small enough that intermediates stay in cache (benchmarks/brushes.py)
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Render a batch of strokes on a full canvas.
 
