@@ -131,6 +131,7 @@ def train_renderer(
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
 
+    torch.manual_seed(cfg.seed)  # the initial weights, so that a run is reproducible from its config
     model = build_renderer(RendererConfig(cfg.brush, cfg.arch)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     result = TrainResult(cfg)
