@@ -394,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     if getattr(args, "json", False) and result:
         print(json.dumps(result, indent=1))
+    elif result and "written" in result:
+        print(f"wrote {', '.join(result['written'])} ({result['strokes']} strokes, {result['seconds']:.0f} s)")
     elif result and "output" in result:
         print(f"wrote {result['output']}")
     elif result and "weights" in result:

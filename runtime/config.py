@@ -12,12 +12,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+DEFAULT_MAX_SIDE = 16384
+
 
 @dataclass(frozen=True)
 class Settings:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
-    max_side: int = 16384  # the largest image side accepted anywhere, in pixels
+    max_side: int = DEFAULT_MAX_SIDE  # the largest image side accepted anywhere, in pixels
     vgg_weights: str = ""  # a local copy of torchvision's vgg19-dcbb9e9d.pth (else torchvision / its cache)
 
 

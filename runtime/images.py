@@ -13,8 +13,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from impasto.runtime.atomic import atomic_output
+from impasto.runtime.config import DEFAULT_MAX_SIDE
 
-DEFAULT_MAX_SIDE = 16384
 
 
 class ImageInputError(ValueError):
