@@ -16,6 +16,9 @@ import torch
 from impasto.train.brushes import geometry
 
 
+CHUNK_PIXELS = 8 * 128 * 128
+
+
 class StrokeParamError(ValueError):
     """Stroke parameters that a brush cannot render; the message names brush and field."""
 
@@ -107,7 +110,7 @@ class Brush:
         width: int | None = None,
         *,
         validate: bool = True,
-        chunk: int = 8,  # strokes per pass: small enough that intermediates stay in cache (benchmarks/brushes.py)
+        chunk: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Render a batch of strokes on a full canvas.
 
@@ -119,6 +122,9 @@ class Brush:
         xs, ys = geometry.pixel_grid(height, width, device=params.device, dtype=params.dtype)
         aa = geometry.pixel_size(height, width)
         n = params.shape[0]
+        # strokes per pass: intermediates of about CHUNK_PIXELS floats stay in cache, yet a
+        # pass is big enough that per-operation overhead does not dominate (benchmarks/brushes.py)
+        chunk = chunk or max(1, CHUNK_PIXELS // (height * width))
         fg = params.new_empty(n, 3, height, width)
         alpha = params.new_empty(n, 1, height, width)
         for start in range(0, n, chunk):
