@@ -194,7 +194,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     from impasto.runtime.formats.strokes import StrokeFile, save_strokes
     from impasto.runtime.formats.svg import save_svg
     from impasto.runtime.images import load_image, load_mask, save_image
-    from impasto.runtime.ops.paint import PaintOptions, paint
+    from impasto.runtime.ops.paint import PaintOptions, paint, starting_canvas
     from impasto.train.loops.renderer import resolve_device
 
     settings = load_settings({"device": args.device})
@@ -235,8 +235,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     except ValueError as e:
         raise UsageError(str(e)) from None
     out_h, out_w = _output_size(h, w, args.size)
-    if mask is not None and start is None:
-        start = image
+    start = starting_canvas(image, mask, start)
     bar = tqdm(total=1, desc=f"painting ({args.brush})", unit="step", disable=args.report or None)
 
     def on_progress(p) -> None:

@@ -203,6 +203,14 @@ def _init_strokes(
     return params
 
 
+def starting_canvas(target: torch.Tensor, mask: torch.Tensor | None, start: torch.Tensor | None):
+    """The canvas a painting starts from: ``start``; with a mask and no start, the image itself
+    (a selection: paint over the layer, keep it as it is outside); else None (a plain colour)."""
+    if start is None and mask is not None:
+        return target
+    return start
+
+
 def _search_level(
     raster: Rasteriser,
     target: torch.Tensor,
@@ -273,8 +281,7 @@ def paint(
     if style is not None and (style.dim() != 3 or style.shape[0] != 3 or not torch.isfinite(style).all()):
         raise ValueError("style image must be a finite (3, H, W) tensor")
 
-    if mask is not None and start is None:
-        start = target  # a selection: paint over the image itself, keep it as it is outside
+    start = starting_canvas(target, mask, start)
     device = torch.device(opts.device)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
