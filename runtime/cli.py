@@ -193,7 +193,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     from impasto.runtime.formats.animation import save_animation
     from impasto.runtime.formats.strokes import StrokeFile, save_strokes
     from impasto.runtime.formats.svg import save_svg
-    from impasto.runtime.images import load_image, load_mask, save_image
+    from impasto.runtime.images import load_image, load_mask, resize, save_image
     from impasto.runtime.ops.paint import PaintOptions, paint, starting_canvas
     from impasto.train.loops.renderer import resolve_device
 
@@ -256,7 +256,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     if args.svg:
         written.append(str(save_svg(args.svg, args.brush, result.strokes, out_w, out_h, background if start is None else None)))
     if args.animate:
-        bg = background if start is None else torch.nn.functional.interpolate(start.unsqueeze(0), size=(out_h, out_w), mode="bilinear", antialias=True)[0]
+        bg = background if start is None else resize(start, out_h, out_w)
         written.append(str(save_animation(args.animate, args.brush, result.strokes, out_h, out_w, bg)))
     summary = {"output": args.output, "written": written, "strokes": int(result.strokes.shape[0]),
                "size": [out_w, out_h], "seconds": round(seconds, 2)}
@@ -269,7 +269,7 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
 def _cmd_render(args: argparse.Namespace) -> dict:
     from impasto.runtime.config import load_settings
     from impasto.runtime.formats.strokes import load_strokes
-    from impasto.runtime.images import save_image
+    from impasto.runtime.images import resize, save_image
     from impasto.train.brushes import get_brush, render_strokes
 
     settings = load_settings()
@@ -283,9 +283,7 @@ def _cmd_render(args: argparse.Namespace) -> dict:
     if args.canvas is not None:
         background = _parse_canvas(args.canvas, settings.max_side)
         if not isinstance(background, tuple):
-            import torch.nn.functional as F
-
-            background = F.interpolate(background.unsqueeze(0), size=(h, w), mode="bilinear", antialias=True)[0]
+            background = resize(background, h, w)
     canvas = render_strokes(get_brush(sf.brush), sf.strokes, h, w, background)
     save_image(canvas, args.output)
     return {"output": args.output, "size": [w, h], "strokes": int(sf.strokes.shape[0])}

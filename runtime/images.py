@@ -75,6 +75,15 @@ def load_mask(path: str | Path, size: tuple[int, int], *, max_side: int = DEFAUL
     return mask
 
 
+def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(C, H, W) -> (C, height, width), bilinear with antialiasing; the same tensor if already that size."""
+    if tuple(image.shape[1:]) == (height, width):
+        return image
+    return torch.nn.functional.interpolate(
+        image.unsqueeze(0), size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    )[0]
+
+
 def from_uint8(array: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0

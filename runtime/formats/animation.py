@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from impasto.runtime.atomic import atomic_output
-from impasto.runtime.images import to_uint8
+from impasto.runtime.images import resize, to_uint8
 from impasto.train.brushes import get_brush
 from impasto.train.brushes.canvas import blank_canvas, composite
 
@@ -58,7 +58,7 @@ def save_animation(
     scale = min(1.0, max_side / max(height, width))
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
     if isinstance(background, torch.Tensor):
-        background = torch.nn.functional.interpolate(background.unsqueeze(0), size=(h, w), mode="bilinear", antialias=True)[0]
+        background = resize(background, h, w)
     shots = painting_frames(brush, strokes, h, w, background, frames=frames)
     images = [to_uint8(f) for f in shots]
     fps = max(1.0, len(images) / seconds)

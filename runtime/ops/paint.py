@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from impasto.runtime.images import resize
 from impasto.runtime.ops.losses import l1_loss, paint_loss
 from impasto.train.brushes import Brush, get_brush, render_strokes
 
@@ -138,10 +139,6 @@ class Rasteriser:
         if self.kind == "neural":
             return self.model(params, self.size)
         return self.brush.render(params, self.size, validate=False)
-
-
-def _to_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(image.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
 def _patches(image: torch.Tensor, m: int) -> torch.Tensor:
@@ -300,7 +297,7 @@ def paint(
 
     def canvas_at(size: int) -> torch.Tensor:
         strokes = torch.cat(all_strokes) if all_strokes else torch.zeros(0, brush.n_params, device=device)
-        bg = _to_square(start.to(device), size) if start is not None else opts.background
+        bg = resize(start.to(device), size, size) if start is not None else opts.background
         return render_strokes(brush, strokes, size, size, bg)
 
     level = 1
@@ -313,8 +310,8 @@ def paint(
 
     for m in range(1, opts.levels + 1):
         side = m * opts.patch
-        tgt = _patches(_to_square(target, side), m)
-        msk = _patches(_to_square(mask.to(device), side), m) if mask is not None else None
+        tgt = _patches(resize(target, side, side), m)
+        msk = _patches(resize(mask.to(device), side, side), m) if mask is not None else None
         bg = _patches(canvas_at(side), m)
         level = m
         params = _search_level(raster, tgt, bg, msk, k, iters, opts.lr, opts.error_power, gen, loss_fn, on_step)
@@ -331,10 +328,10 @@ def paint(
         log.info("level %d/%d: %d strokes", m, opts.levels, placed.shape[0] * placed.shape[1])
 
     strokes = torch.cat(all_strokes).cpu()
-    start_out = _resize(start.cpu(), out_h, out_w) if start is not None else None
+    start_out = resize(start.cpu(), out_h, out_w) if start is not None else None
     canvas = render_strokes(brush, strokes, out_h, out_w, start_out if start_out is not None else opts.background)
     if mask is not None:
-        m_out = _resize(mask.cpu(), out_h, out_w)
+        m_out = resize(mask.cpu(), out_h, out_w)
         # where the mask is 0 the result is the start canvas bit for bit
         canvas = torch.where(m_out > 0, m_out * canvas + (1 - m_out) * start_out, start_out)
     return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background, raster.renders)
@@ -349,7 +346,7 @@ class _Stylist:
         self.opts, self.gram = opts, gram
         self.vgg = vgg19_features(features=opts.features, weights=opts.vgg_weights, device=device)
         with torch.no_grad():
-            feats = self.vgg(_to_square(style, opts.patch).unsqueeze(0))
+            feats = self.vgg(resize(style, opts.patch, opts.patch).unsqueeze(0))
         self.targets = {name: gram(f) for name, f in feats.items()}
         self.colour_index = [i for i, n in enumerate(get_brush(opts.brush).schema.fields) if n[0] in "RGB"]
 
@@ -378,9 +375,3 @@ class _Stylist:
                 if opts.style_mode == "color":
                     x[..., frozen] = params[..., frozen]  # exactly: RMSprop's state cannot move them
         return x.detach()
-
-
-def _resize(image: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    if tuple(image.shape[1:]) == (h, w):
-        return image
-    return F.interpolate(image.unsqueeze(0), size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
