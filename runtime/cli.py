@@ -113,7 +113,147 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     r.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     r.set_defaults(func=_cmd_train_renderer)
+    ex = sub.add_parser(
+        "export",
+        help="export feed-forward models to ONNX (parity-checked, fp16 variant) into a Triton-layout model repository",
+        description="torch -> ONNX (opset 18, dynamic batch), parity against torch with ONNX Runtime on fresh random "
+        "inputs (fp32 and an fp16 variant), a static TensorRT-compatibility report, then "
+        "REPO/MODEL/config.pbtxt and REPO/MODEL/VERSION/model.onnx (+ model.fp16.onnx). "
+        "Exportable models: " + ", ".join(_model_names()),
+    )
+    ex.add_argument("model", nargs="?", help="model to export (see above), or --all")
+    ex.add_argument("--all", action="store_true", help="export every shipped feed-forward model")
+    ex.add_argument("--repo", default=None, help="model repository folder (default: settings, then ./model_repository)")
+    ex.add_argument("--checkpoint", default=None, help="weights to export instead of the shipped ones (e.g. from `impasto train renderer`)")
+    ex.add_argument("--opset", type=int, default=18, choices=[17, 18], help="ONNX opset (default 18)")
+    ex.add_argument("--no-fp16", dest="fp16", action="store_false", help="skip the fp16 variant")
+    ex.add_argument("--allow-unsupported", action="append", default=[], metavar="OP", help="export even though TensorRT's parser does not support OP (repeatable)")
+    ex.add_argument("--model-version", type=int, default=1, help="version folder to write (default 1)")
+    ex.add_argument("--seed", type=int, default=None, help="seed of the parity inputs (default: fresh)")
+    ex.add_argument("--json", action="store_true", help="print parity figures and the TensorRT report as JSON")
+    ex.set_defaults(func=_cmd_export)
+
+    be = sub.add_parser(
+        "build-engine",
+        help="compile an exported model to a TensorRT engine for this GPU (needs tensorrt and an NVIDIA GPU)",
+        description="ONNX -> serialized TensorRT engine with the optimisation profile from the model's config.pbtxt, "
+        "stored in REPO/MODEL/VERSION/engines/ under a key of GPU compute capability, TensorRT version, precision "
+        "and ONNX hash, with a persisted timing cache. An engine built for anything else is rebuilt, never loaded.",
+    )
+    be.add_argument("model", nargs="?", help="model in the repository, or --all")
+    be.add_argument("--all", action="store_true", help="every model in the repository")
+    be.add_argument("--repo", default=None, help="model repository folder (default: settings)")
+    be.add_argument("--precision", default="fp16", choices=["fp16", "fp32"], help="engine precision (default fp16)")
+    be.add_argument("--workspace", type=float, default=4.0, help="builder workspace in GiB (default 4)")
+    be.add_argument("--force", action="store_true", help="rebuild even if a matching engine is cached")
+    be.add_argument("--json", action="store_true", help="print the engine paths as JSON")
+    be.set_defaults(func=_cmd_build_engine)
+
+    mo = sub.add_parser(
+        "models",
+        help="list the models of a repository and the backends that can serve them here",
+        description="Reads REPO/*/config.pbtxt with Triton's schema; shows inputs, outputs and batching, "
+        "and which backends (tensorrt, onnxruntime) can run on this machine.",
+    )
+    mo.add_argument("--repo", default=None, help="model repository folder (default: settings)")
+    mo.add_argument("--json", action="store_true", help="machine-readable output")
+    mo.set_defaults(func=_cmd_models)
     return p
+
+
+def _model_names() -> list[str]:
+    from impasto.export.registry import model_names
+
+    return model_names()
+
+
+def _repo(args: argparse.Namespace) -> str:
+    from impasto.runtime.config import load_settings
+
+    return args.repo or load_settings().repo
+
+
+def _pick_models(args: argparse.Namespace, known: list[str], what: str) -> list[str]:
+    if args.all and args.model:
+        raise UsageError("give a MODEL or --all, not both")
+    if args.all:
+        if not known:
+            raise UsageError(f"no {what} to work on")
+        return known
+    if args.model is None:
+        raise UsageError(f"name a model ({', '.join(known) or 'none available'}) or pass --all")
+    return [args.model]
+
+
+def _cmd_export(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from impasto.export.pipeline import export_model
+
+    names = _pick_models(args, _model_names(), "exportable models")
+    if args.checkpoint and len(names) > 1:
+        raise UsageError("--checkpoint applies to one model: name it instead of --all")
+    repo, results = _repo(args), []
+    steps = 5 if args.fp16 else 4
+    with tqdm(total=steps * len(names), desc="export", unit="step", disable=None, leave=False) as bar:
+        for name in names:
+            def step(text: str, name: str = name) -> None:
+                bar.set_postfix_str(f"{name}: {text}")
+                bar.update(1)
+
+            result = export_model(
+                name, repo, checkpoint=args.checkpoint, opset=args.opset, fp16=args.fp16,
+                allow=args.allow_unsupported, version=args.model_version, seed=args.seed, step=step,
+            )
+            results.append(result.to_dict())
+            if not args.json:
+                fp16 = (f", fp16 {result.parity_fp16.max_abs:.2g} ({result.fp16_nodes.get('fp16', 0)} fp16 nodes)"
+                        if result.parity_fp16 else "")
+                trt = "ok" if result.compatibility.ok else f"allowed: {len(result.compatibility.allowed)}"
+                tqdm.write(f"{name}: {result.folder} (max error vs torch: fp32 {result.parity.max_abs:.2g}{fp16}; TensorRT {trt})")
+    return {"repo": repo, "models": results} if args.json else {}
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> dict:
+    from impasto.export.repository import list_models, read_model
+    from impasto.export.tensorrt import build_engine, import_tensorrt
+
+    repo = _repo(args)
+    names = _pick_models(args, list_models(repo), f"models in {repo}")
+    import_tensorrt()  # a clear message before any work when TensorRT is absent
+    engines = {}
+    for name in names:
+        engines[name] = str(build_engine(read_model(repo, name), args.precision, args.workspace, args.force))
+        if not args.json:
+            print(f"{name}: {engines[name]}")
+    return {"engines": engines} if args.json else {}
+
+
+def _cmd_models(args: argparse.Namespace) -> dict:
+    from impasto.export.repository import list_models, read_model
+    from impasto.runtime.backends import available_backends
+
+    repo = _repo(args)
+    backends = available_backends()
+    models = []
+    for name in list_models(repo):
+        m = read_model(repo, name)
+        models.append({
+            "name": m.name, "version": m.version, "max_batch_size": m.max_batch_size,
+            "inputs": [{"name": t.name, "dtype": t.dtype, "dims": [-1, *t.dims]} for t in m.inputs],
+            "outputs": [{"name": t.name, "dtype": t.dtype, "dims": [-1, *t.dims]} for t in m.outputs],
+            "description": m.parameters.get("impasto.description", ""),
+        })
+    if args.json:
+        return {"repo": repo, "models": models, "backends": backends}
+    for m in models:
+        shapes = lambda ts: ", ".join(f"{t['name']} {t['dtype']}{t['dims']}" for t in ts)  # noqa: E731
+        print(f"{m['name']} (v{m['version']}, batch <= {m['max_batch_size']}): {shapes(m['inputs'])} -> {shapes(m['outputs'])}")
+    if not models:
+        print(f"no models in {repo} (create them with `impasto export --all --repo {repo}`)")
+    for b, why in backends.items():
+        print(f"backend {b}: {'available' if not why else 'unavailable: ' + why}")
+    return {}
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict:
@@ -370,9 +510,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.train.models.vgg import VGGWeightsMissing
     from impasto.runtime.images import ImageInputError
     from impasto.train.brushes import StrokeParamError, UnknownBrushError
+    from impasto.export.onnx import ExportError
+    from impasto.export.registry import InvalidModelNameError, UnknownModelError
+    from impasto.export.repository import RepositoryError
+    from impasto.export.tensorrt import EngineBuildError, TensorRTUnavailable
+    from impasto.runtime.backends import InferenceInputError
 
     return (UsageError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
-            StrokeFileError, VGGWeightsMissing)
+            StrokeFileError, VGGWeightsMissing, ExportError, InvalidModelNameError, UnknownModelError,
+            RepositoryError, TensorRTUnavailable, EngineBuildError, InferenceInputError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

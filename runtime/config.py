@@ -21,6 +21,8 @@ class Settings:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     max_side: int = DEFAULT_MAX_SIDE  # the largest image side accepted anywhere, in pixels
     vgg_weights: str = ""  # a local copy of torchvision's vgg19-dcbb9e9d.pth (else torchvision / its cache)
+    repo: str = "model_repository"  # the model repository that export writes and the runtime serves
+    backend: str = "auto"  # auto | tensorrt | onnxruntime, for feed-forward models
 
 
 class ConfigError(ValueError):

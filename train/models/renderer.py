@@ -85,23 +85,38 @@ class FieldEncoder(nn.Module):
             nn.Linear(hidden, fields * self.PER_FIELD),
         )
 
-    def forward(self, x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-        """(N, n_shape) -> fields laid out pixel-major, (S*S, N, fields)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, n_shape) -> each field as a quadratic polynomial in (x, y): (6, N, fields).
+
+        u and v are affine in the pixel's (x, y), so each field is a quadratic polynomial in
+        (x, y), with coefficients of 1, x, y, x^2, y^2, xy (see ``monomials``). Working with
+        the six coefficients instead of evaluating u and v at every pixel is the same function
+        at a fraction of the memory traffic, and it exports to a single MatMul.
+        """
         n = x.shape[0]
         angles = x.unsqueeze(-1) * self.freqs  # Fourier features: rotations become easy to learn
         feats = torch.cat([x, angles.sin().flatten(1), angles.cos().flatten(1)], dim=1)
         f = self.net(feats).view(n * self.fields, self.PER_FIELD)
         direction = nn.functional.normalize(f[:, 2:4] + torch.tensor([1.0, 0.0], device=x.device), dim=1, eps=1e-6)
         scale = torch.exp(f[:, 4:6].clamp(-4.0, 6.0) + 1.0)  # about 3 at initialisation
-        grid = pixel_coords(size, x)  # (S*S, 2)
-        dx = grid[:, :1] - f[:, 0]  # (S*S, N*K)
-        dy = grid[:, 1:] - f[:, 1]
         c, s = direction[:, 0], direction[:, 1]
-        u = (dx * c + dy * s) * scale[:, 0]
-        v = (dy * c - dx * s) * scale[:, 1]
-        w = f[:, 6:]
-        field = w[:, 0] + w[:, 1] * u + w[:, 2] * v + w[:, 3] * u * u + w[:, 4] * v * v + w[:, 5] * u * v
-        return field.view(-1, n, self.fields)
+        cx, cy = f[:, 0], f[:, 1]
+        # u = au x + bu y + cu, v = av x + bv y + cv
+        au, bu = c * scale[:, 0], s * scale[:, 0]
+        av, bv = -s * scale[:, 1], c * scale[:, 1]
+        cu, cv = -(cx * au + cy * bu), -(cx * av + cy * bv)
+        w0, w1, w2, w3, w4, w5 = f[:, 6:].unbind(1)  # field = w0 + w1 u + w2 v + w3 u^2 + w4 v^2 + w5 uv
+        coefficients = torch.stack(
+            [
+                w0 + w1 * cu + w2 * cv + w3 * cu * cu + w4 * cv * cv + w5 * cu * cv,  # 1
+                w1 * au + w2 * av + 2 * (w3 * au * cu + w4 * av * cv) + w5 * (au * cv + av * cu),  # x
+                w1 * bu + w2 * bv + 2 * (w3 * bu * cu + w4 * bv * cv) + w5 * (bu * cv + bv * cu),  # y
+                w3 * au * au + w4 * av * av + w5 * au * av,  # x^2
+                w3 * bu * bu + w4 * bv * bv + w5 * bu * bv,  # y^2
+                2 * (w3 * au * bu + w4 * av * bv) + w5 * (au * bv + av * bu),  # xy
+            ]
+        )
+        return coefficients.view(6, n, self.fields)
 
 
 def pixel_coords(size: int, like: torch.Tensor) -> torch.Tensor:
@@ -111,26 +126,40 @@ def pixel_coords(size: int, like: torch.Tensor) -> torch.Tensor:
     return torch.stack([xx, yy], dim=-1).view(-1, 2)
 
 
+def monomials(size: int, like: torch.Tensor) -> torch.Tensor:
+    """(S*S, 6): 1, x, y, x^2, y^2, xy at each pixel centre of an S x S grid, row-major."""
+    xy = pixel_coords(size, like)
+    x, y = xy[:, 0], xy[:, 1]
+    return torch.stack([torch.ones_like(x), x, y, x * x, y * y, x * y], dim=1)
+
+
 class PointwiseDecoder(nn.Module):
-    """Pixel decoder: the same small MLP at every pixel (1x1 convolutions, run as matrix products)."""
+    """Pixel decoder: the same small MLP at every pixel, applied to the encoder's fields.
+
+    Its first layer is linear in the fields, and the fields are polynomials, so that layer is
+    folded into the coefficients (W (P C) + b = P (C W^T) + b): one (S*S, 6) x (6, N*width)
+    product draws the first hidden layer at every pixel; the rest run as 2-D matrix products.
+    """
 
     def __init__(self, fields: int = 16, widths: tuple[int, ...] = (32, 16), out: int = 1):
         super().__init__()
         layers: list[nn.Module] = []
         c = fields
         for w in widths:
-            # not in place: Linear on 3-D input returns a view, and an in-place op on it
-            # makes autograd copy the whole slice back (CopySlices), tripling the cost
             layers += [nn.Linear(c, w), nn.ReLU()]
             c = w
         layers.append(nn.Linear(c, out))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(S*S, N, fields) -> (N, out, S, S)."""
-        y = self.net(x)
-        size = math.isqrt(x.shape[0])
-        return y.permute(1, 2, 0).reshape(x.shape[1], -1, size, size)
+    def forward(self, coefficients: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+        """(6, N, fields) polynomial coefficients -> (N, out, S, S)."""
+        n = coefficients.shape[1]
+        first = self.net[0]
+        hidden = coefficients @ first.weight.t()  # (6, N, width)
+        hidden = torch.cat([hidden[:1] + first.bias, hidden[1:]])  # the bias joins the constant term
+        hidden = monomials(size, coefficients) @ hidden.view(6, -1)  # (S*S, N*width)
+        y = self.net[1:](hidden.view(-1, first.out_features))  # (S*S*N, out)
+        return y.view(size * size, n, -1).permute(1, 2, 0).reshape(n, -1, size, size)
 
 
 class PixelShuffleUp(nn.Module):
@@ -217,7 +246,7 @@ class DualPathwayRenderer(StrokeRenderer):
         self.shading = TransposedConvDecoder(self.n_params, out=3, widths=(64, 32, 16), stem=128)
 
     def silhouette(self, params: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-        return torch.sigmoid(self.decoder(self.encoder(params[:, self.shape_index], size)))
+        return torch.sigmoid(self.decoder(self.encoder(params[:, self.shape_index]), size))
 
     def forward(self, params: torch.Tensor, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
         silhouette = self.silhouette(params, size)
