@@ -149,6 +149,21 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--json", action="store_true", help="print the engine paths as JSON")
     be.set_defaults(func=_cmd_build_engine)
 
+    inf = sub.add_parser(
+        "infer",
+        help="run a repository model on arrays from .npy files (a pipeline's smoke test of a backend)",
+        description="Loads MODEL from the repository on the chosen backend and runs one batch: each --input NAME=FILE.npy "
+        "is a batch-first array; the outputs are written to OUT.npz. Prints the backend and providers used.",
+    )
+    inf.add_argument("model", help="model in the repository")
+    inf.add_argument("--repo", default=None, help="model repository folder (default: settings)")
+    inf.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="an input array (repeatable)")
+    inf.add_argument("-o", "--output", required=True, help=".npz file for the outputs")
+    inf.add_argument("--backend", default=None, choices=["auto", "tensorrt", "onnxruntime"], help="backend (default: settings, then auto: TensorRT if usable, else ONNX Runtime)")
+    inf.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="graph/engine precision (default: fp16 on TensorRT, fp32 on ONNX Runtime)")
+    inf.add_argument("--json", action="store_true", help="print the backend description and output shapes as JSON")
+    inf.set_defaults(func=_cmd_infer)
+
     mo = sub.add_parser(
         "models",
         help="list the models of a repository and the backends that can serve them here",
@@ -227,6 +242,30 @@ def _cmd_build_engine(args: argparse.Namespace) -> dict:
         if not args.json:
             print(f"{name}: {engines[name]}")
     return {"engines": engines} if args.json else {}
+
+
+def _cmd_infer(args: argparse.Namespace) -> dict:
+    import numpy as np
+
+    from impasto.runtime.atomic import atomic_output
+    from impasto.runtime.backends import load_backend
+
+    _check_outputs(args.output)
+    arrays = {}
+    for item in args.input:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise UsageError(f"--input must be NAME=FILE.npy, got {item!r}")
+        try:
+            arrays[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--input {name}: cannot read {file} as a .npy array: {e}") from None
+    backend = load_backend(_repo(args), args.model, args.backend, precision=args.precision)
+    outputs = backend.infer(arrays)
+    with atomic_output(args.output) as f:
+        np.savez(f, **outputs)
+    result = {**backend.describe(), "output": args.output, "shapes": {k: list(v.shape) for k, v in outputs.items()}}
+    return result if args.json else {"output": args.output}
 
 
 def _cmd_models(args: argparse.Namespace) -> dict:

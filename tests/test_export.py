@@ -307,3 +307,29 @@ def test_tensorrt_engine_matches_torch_and_is_reused(repo):
     assert np.abs(out["alpha"] - alpha.numpy()).max() < 5e-2
     with pytest.raises(InferenceInputError):
         backend.infer({"params": np.zeros((65, 12), np.float32)})
+
+
+def test_infer_command_runs_a_model_and_honours_the_backend_setting(repo, tmp_path):
+    path, _ = repo
+    params = np.random.default_rng(0).random((3, 12), dtype=np.float32)
+    np.save(tmp_path / "p.npy", params)
+    run = impasto("infer", "renderer_oil", "--repo", str(path), "--input", f"params={tmp_path / 'p.npy'}",
+                  "-o", str(tmp_path / "out.npz"), "--backend", "onnxruntime", "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["backend"] == "onnxruntime"
+    with np.load(tmp_path / "out.npz") as out:
+        assert out["foreground"].shape == (3, 3, 128, 128) and out["alpha"].shape == (3, 1, 128, 128)
+    np.save(tmp_path / "bad.npy", params[:, :11])
+    run = impasto("infer", "renderer_oil", "--repo", str(path), "--input", f"params={tmp_path / 'bad.npy'}", "-o", str(tmp_path / "bad.npz"))
+    assert run.returncode == 2 and "input 'params'" in run.stderr and not (tmp_path / "bad.npz").exists()
+
+
+def test_onnxruntime_providers_are_tried_tensorrt_then_cuda_then_cpu():
+    from impasto.runtime.backends.onnxruntime import choose_providers
+
+    everything = ["CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider"]
+    assert choose_providers(everything) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert choose_providers(everything, ["CUDAExecutionProvider"]) == ["CUDAExecutionProvider"]
+    with pytest.raises(ValueError, match="CUDAExecutionProvider is not available"):
+        choose_providers(["CPUExecutionProvider"], ["CUDAExecutionProvider"])

@@ -43,7 +43,7 @@ def available_backends() -> dict[str, str]:
 def load_backend(
     repo: str | Path,
     model: str,
-    backend: str = "auto",
+    backend: str | None = None,
     *,
     precision: str | None = None,
     version: int | None = None,
@@ -52,9 +52,15 @@ def load_backend(
 ) -> Backend:
     """Model ``model`` of repository ``repo`` on ``backend`` ("auto", "tensorrt" or "onnxruntime").
 
+    ``backend=None`` takes the ``backend`` setting (``IMPASTO_BACKEND``, the settings file), "auto" by default.
+
     ``precision`` defaults to fp16 on TensorRT and fp32 on ONNX Runtime (whose CPU kernels
     gain nothing from fp16).
     """
+    if backend is None:
+        from impasto.runtime.config import load_settings
+
+        backend = load_settings().backend
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
     info = read_model(repo, model, version)
