@@ -329,25 +329,15 @@ def _cmd_demo(args: argparse.Namespace) -> dict:
     return {"output": args.output, "brushes": list(BRUSHES), "missing_renderers": missing}
 
 
-def _output_size(h: int, w: int, longer: int) -> tuple[int, int]:
-    """(H, W) with the longer side ``longer`` and the aspect of h x w."""
-    if h >= w:
-        return longer, max(1, round(w * longer / h))
-    return max(1, round(h * longer / w)), longer
-
-
 def _parse_canvas(value: str, max_side: int):
     """black | white | #rrggbb -> an RGB tuple; anything else is an image file -> a tensor."""
-    named = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
-    if value in named:
-        return named[value]
-    if value.startswith("#"):
+    from impasto.runtime.ops.paint_job import NAMED_COLOURS, PaintRequestError, parse_colour
+
+    if value in NAMED_COLOURS or value.startswith("#"):
         try:
-            if len(value) != 7:
-                raise ValueError
-            return tuple(int(value[i : i + 2], 16) / 255 for i in (1, 3, 5))
-        except ValueError:
-            raise UsageError(f"--canvas '{value}' is not a colour: use #rrggbb, black, white or an image file") from None
+            return parse_colour(value, "--canvas")
+        except PaintRequestError as e:
+            raise UsageError(f"{e} or an image file") from None
     from impasto.runtime.images import load_image
 
     return load_image(value, max_side=max_side, what="canvas image")
@@ -362,27 +352,40 @@ def _check_outputs(*paths: str | None) -> None:
             raise UsageError(f"output folder does not exist: {Path(p).parent}")
 
 
-def _cmd_paint(args: argparse.Namespace) -> dict:
-    import time
+def _paint_options(args: argparse.Namespace, device: str, vgg_weights: str | None):
+    from impasto.runtime.ops.paint import PaintOptions
 
-    import torch
-    from tqdm import tqdm
+    return PaintOptions(
+        brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations or None, lr=args.lr,
+        renderer=args.renderer, patch=args.patch, seed=args.seed, device=device,
+        ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
+        style_mode=args.style_mode, style_weight=args.style_weight, features=args.features,
+        vgg_weights=vgg_weights,
+    )
 
-    from impasto.runtime.config import load_settings
-    from impasto.runtime.formats.animation import save_animation
-    from impasto.runtime.formats.strokes import StrokeFile, save_strokes
-    from impasto.runtime.formats.svg import save_svg
-    from impasto.runtime.images import load_image, load_mask, resize, save_image
-    from impasto.runtime.ops.paint import PaintOptions, paint, starting_canvas
-    from impasto.train.loops.renderer import resolve_device
 
-    settings = load_settings({"device": args.device})
-    _check_outputs(args.output, args.strokes_json, args.npz, args.svg, args.animate)
+def _check_suffixes(args: argparse.Namespace) -> None:
     for flag, path, suffixes in (("-o", args.output, (".png", ".jpg", ".jpeg")), ("--json", args.strokes_json, (".json",)),
                                  ("--npz", args.npz, (".npz",)), ("--svg", args.svg, (".svg",)),
                                  ("--animate", args.animate, (".gif", ".mp4"))):
         if path is not None and not path.lower().endswith(suffixes):
             raise UsageError(f"{flag} '{path}' must end with {' or '.join(suffixes)}")
+    _check_outputs(args.output, args.strokes_json, args.npz, args.svg, args.animate)
+
+
+def _cmd_paint(args: argparse.Namespace) -> dict:
+    from tqdm import tqdm
+
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.formats.animation import save_animation
+    from impasto.runtime.formats.strokes import save_strokes
+    from impasto.runtime.formats.svg import save_svg
+    from impasto.runtime.images import load_image, load_mask, resize, save_image
+    from impasto.runtime.ops.paint_job import PaintJob, run_paint_job
+    from impasto.train.loops.renderer import resolve_device
+
+    settings = load_settings({"device": args.device})
+    _check_suffixes(args)
     if not 1 <= args.size <= settings.max_side:
         raise UsageError(f"--size must be between 1 and {settings.max_side}, got {args.size}")
     image = load_image(args.image, max_side=settings.max_side)
@@ -390,31 +393,12 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
     mask = load_mask(args.mask, (h, w), max_side=settings.max_side) if args.mask else None
     style = load_image(args.style, max_side=settings.max_side, what="style image") if args.style else None
     canvas = _parse_canvas(args.canvas, settings.max_side)
-    start = None
-    background = (0.0, 0.0, 0.0)
-    if isinstance(canvas, torch.Tensor):
-        if tuple(canvas.shape[1:]) != (h, w):
-            raise UsageError(f"--canvas image is {canvas.shape[2]}x{canvas.shape[1]}, IMAGE is {w}x{h}: they must match")
-        start = canvas
-    else:
-        background = canvas
     try:
         device = str(resolve_device(settings.device))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    options = PaintOptions(
-        brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations or None, lr=args.lr,
-        renderer=args.renderer, patch=args.patch, seed=args.seed, device=device, background=background,
-        ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
-        style_mode=args.style_mode, style_weight=args.style_weight, features=args.features,
-        vgg_weights=settings.vgg_weights or None,
-    )
-    try:
-        options.validate()
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    out_h, out_w = _output_size(h, w, args.size)
-    start = starting_canvas(image, mask, start)
+    job = PaintJob(image, _paint_options(args, device, settings.vgg_weights or None), args.size, mask, style, canvas)
+    job.validate(settings.max_side)  # bad options fail before the progress bar appears
     bar = tqdm(total=1, desc=f"painting ({args.brush})", unit="step", disable=args.report or None)
 
     def on_progress(p) -> None:
@@ -422,23 +406,23 @@ def _cmd_paint(args: argparse.Namespace) -> dict:
         bar.set_postfix(level=f"{p.level}/{p.levels}", loss=f"{p.loss:.4f}", refresh=False)
         bar.update(p.step - bar.n)
 
-    t0 = time.perf_counter()
-    result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, progress=on_progress, style=style)
+    outcome = run_paint_job(job, settings.max_side, on_progress)
     bar.close()
-    seconds = time.perf_counter() - t0
-    save_image(result.canvas, args.output)
+    save_image(outcome.canvas, args.output)
     written = [args.output]
-    sf = StrokeFile(args.brush, result.strokes, out_w, out_h, background, result.levels)
     for path in (args.strokes_json, args.npz):
         if path:
-            written.append(str(save_strokes(sf, path)))
+            written.append(str(save_strokes(outcome.strokes, path)))
+    start = outcome.painting_start
+    background = outcome.strokes.background
+    out_w, out_h = outcome.width, outcome.height
     if args.svg:
-        written.append(str(save_svg(args.svg, args.brush, result.strokes, out_w, out_h, background if start is None else None)))
+        written.append(str(save_svg(args.svg, args.brush, outcome.strokes.strokes, out_w, out_h, background if start is None else None)))
     if args.animate:
         bg = background if start is None else resize(start, out_h, out_w)
-        written.append(str(save_animation(args.animate, args.brush, result.strokes, out_h, out_w, bg)))
-    summary = {"output": args.output, "written": written, "strokes": int(result.strokes.shape[0]),
-               "size": [out_w, out_h], "seconds": round(seconds, 2)}
+        written.append(str(save_animation(args.animate, args.brush, outcome.strokes.strokes, out_h, out_w, bg)))
+    summary = {"output": args.output, "written": written, "strokes": int(outcome.strokes.strokes.shape[0]),
+               "size": [out_w, out_h], "seconds": round(outcome.seconds, 2)}
     if args.report:
         print(json.dumps(summary, indent=1))
         return {}
@@ -457,7 +441,9 @@ def _cmd_render(args: argparse.Namespace) -> dict:
     longer = args.size or max(sf.width, sf.height)
     if not 1 <= longer <= settings.max_side:
         raise UsageError(f"--size must be between 1 and {settings.max_side}, got {longer}")
-    h, w = _output_size(sf.height, sf.width, longer)
+    from impasto.runtime.ops.paint_job import output_size
+
+    h, w = output_size(sf.height, sf.width, longer)
     background = sf.background
     if args.canvas is not None:
         background = _parse_canvas(args.canvas, settings.max_side)
@@ -554,8 +540,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.export.repository import RepositoryError
     from impasto.export.tensorrt import EngineBuildError, TensorRTUnavailable
     from impasto.runtime.backends import InferenceInputError
+    from impasto.runtime.ops.paint_job import PaintRequestError
 
-    return (UsageError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
+    return (UsageError, PaintRequestError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
             StrokeFileError, VGGWeightsMissing, ExportError, InvalidModelNameError, UnknownModelError,
             RepositoryError, TensorRTUnavailable, EngineBuildError, InferenceInputError)
 

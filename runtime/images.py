@@ -6,6 +6,7 @@ writing goes through a temp file and a rename, so a failed run never leaves half
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,6 @@ from PIL import Image, UnidentifiedImageError
 
 from impasto.runtime.atomic import atomic_output
 from impasto.runtime.config import DEFAULT_MAX_SIDE
-
 
 
 class ImageInputError(ValueError):
@@ -43,26 +43,47 @@ def load_image(path: str | Path, *, max_side: int = DEFAULT_MAX_SIDE, what: str 
     path = Path(path)
     if not path.is_file():
         raise ImageInputError(f"{what} '{path}' does not exist")
+    return decode_image(path.read_bytes(), max_side=max_side, what=f"{what} '{path}'")
+
+
+def decode_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> torch.Tensor:
+    """Encoded image bytes (PNG, JPEG, ...) as a (3, H, W) float tensor in [0, 1].
+
+    Alpha is composited on white. The size is checked from the header before the pixels
+    are decoded, so a huge image is refused without allocating it.
+    """
+    if not data:
+        raise ImageInputError(f"{what} is empty (0 bytes)")
     previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clearer message
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if w == 0 or h == 0:
-                raise ImageInputError(f"{what} '{path}' is empty ({w}x{h})")
+                raise ImageInputError(f"{what} is empty ({w}x{h})")
             if max(w, h) > max_side:
-                raise ImageInputError(f"{what} '{path}' is {w}x{h}; the limit is {max_side} px a side")
+                raise ImageInputError(f"{what} is {w}x{h}; the limit is {max_side} px a side")
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(white, rgba)
             array = np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ImageInputError(f"{what} '{path}' is not a readable image ({e.__class__.__name__})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, ImageInputError):
+            raise
+        raise ImageInputError(f"{what} is not a readable image ({e.__class__.__name__})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return from_uint8(array)
+
+
+def encode_png(image: torch.Tensor | np.ndarray) -> bytes:
+    """(3, H, W) float in [0, 1] (or (H, W, C) uint8) as PNG file bytes."""
+    array = image if isinstance(image, np.ndarray) else to_uint8(image)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def load_mask(path: str | Path, size: tuple[int, int], *, max_side: int = DEFAULT_MAX_SIDE) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -35,6 +36,37 @@ def painting_frames(
     return out
 
 
+def _frames(brush, strokes, height, width, background, frames, max_side, seconds):
+    """uint8 frames at most ``max_side`` px a side, and the frame rate for ``seconds`` of animation."""
+    scale = min(1.0, max_side / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    if isinstance(background, torch.Tensor):
+        background = resize(background, h, w)
+    shots = painting_frames(brush, strokes, h, w, background, frames=frames)
+    images = [to_uint8(f) for f in shots]
+    return images, max(1.0, len(images) / seconds)
+
+
+def animation_gif(
+    brush: str,
+    strokes: torch.Tensor,
+    height: int,
+    width: int,
+    background=(1.0, 1.0, 1.0),
+    *,
+    frames: int = 60,
+    max_side: int = 512,
+    seconds: float = 4.0,
+) -> bytes:
+    """The painting process as GIF file bytes; the last frame is held for a second."""
+    images, fps = _frames(brush, strokes, height, width, background, frames, max_side, seconds)
+    pil = [Image.fromarray(a).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for a in images]
+    durations = [round(1000 / fps)] * (len(pil) - 1) + [1000]
+    buffer = io.BytesIO()
+    pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=0)
+    return buffer.getvalue()
+
+
 def save_animation(
     path: str | Path,
     brush: str,
@@ -55,19 +87,12 @@ def save_animation(
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"cannot write animation '{path.name}': use .gif or .mp4")
-    scale = min(1.0, max_side / max(height, width))
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    if isinstance(background, torch.Tensor):
-        background = resize(background, h, w)
-    shots = painting_frames(brush, strokes, h, w, background, frames=frames)
-    images = [to_uint8(f) for f in shots]
-    fps = max(1.0, len(images) / seconds)
     if suffix == ".gif":
-        pil = [Image.fromarray(a).convert("P", palette=Image.Palette.ADAPTIVE, colors=255) for a in images]
-        durations = [round(1000 / fps)] * (len(pil) - 1) + [1000]
+        data = animation_gif(brush, strokes, height, width, background, frames=frames, max_side=max_side, seconds=seconds)
         with atomic_output(path) as f:
-            pil[0].save(f, format="GIF", save_all=True, append_images=pil[1:], duration=durations, loop=0)
+            f.write(data)
         return path
+    images, fps = _frames(brush, strokes, height, width, background, frames, max_side, seconds)
     try:
         import imageio.v3 as iio
         import imageio_ffmpeg  # noqa: F401  (the plugin that writes MP4)
