@@ -7,12 +7,39 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 log = logging.getLogger("impasto")
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _add_paint_arguments(pa: argparse.ArgumentParser) -> None:
+    """The options of a painting, shared by `impasto paint` and `impasto client paint`."""
+    pa.add_argument("--brush", default="oil", help="oil (default), marker, watercolor or tape")
+    pa.add_argument("--strokes", type=int, default=500, help="strokes in total over all levels (default 500)")
+    pa.add_argument("--levels", type=int, default=5, help="levels of the progressive search (default 5)")
+    pa.add_argument("--size", type=int, default=512, help="longer side of the output in px (default 512)")
+    pa.add_argument("--iterations", type=int, default=20, help="optimisation steps per stroke (default 20; 0 = the reference's 500 / strokes per patch)")
+    pa.add_argument("--lr", type=float, default=0.002, help="RMSprop learning rate (default 0.002)")
+    pa.add_argument("--renderer", default="exact", choices=["neural", "exact"], help="differentiable renderer for the search: the exact engine (default, faster and better here) or the shipped neural renderer")
+    pa.add_argument("--patch", type=int, default=64, help="px a patch is searched at (default 64; larger is slower and finer)")
+    pa.add_argument("--ot", action="store_true", help="add the optimal-transport loss (weight 0.1, the reference's): pulls strokes toward targets they do not overlap yet")
+    pa.add_argument("--ot-weight", type=float, default=None, help="weight of the optimal-transport loss (implies --ot)")
+    pa.add_argument("--style", default=None, metavar="STYLE.png", help="a style image: after each level, its strokes are restyled toward it (VGG-19 Gram matrices)")
+    pa.add_argument("--style-mode", default="color", choices=["color", "all"], help="restyle colours only (default; shapes stay) or every parameter")
+    pa.add_argument("--style-weight", type=float, default=100.0, help="weight of the style loss against the content L1 (default 100)")
+    pa.add_argument("--features", default="vgg19", choices=["vgg19", "random"], help="VGG-19 with ImageNet weights (default; see IMPASTO_VGG_WEIGHTS) or a random-weight stand-in (weak, for testing)")
+    pa.add_argument("--mask", default=None, help="grey image as large as IMAGE: paint only where it is white; elsewhere the output is IMAGE unchanged")
+    pa.add_argument("--canvas", default="black", help="what to paint on: black (default, the reference's), white, #rrggbb, or an image file")
+    pa.add_argument("--json", dest="strokes_json", default=None, metavar="S.json", help="write the strokes as JSON (re-render with `impasto render`)")
+    pa.add_argument("--npz", default=None, metavar="S.npz", help="write the strokes as numpy .npz")
+    pa.add_argument("--svg", default=None, metavar="S.svg", help="write the strokes as SVG vector elements")
+    pa.add_argument("--animate", default=None, metavar="A.gif", help="write an animation of the painting (.gif, or .mp4 with imageio-ffmpeg)")
+    pa.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
+    pa.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same painting")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,28 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pa.add_argument("image", help="the picture to paint (PNG, JPEG, ...), or example:astronaut / coffee / chelsea / rocket")
     pa.add_argument("-o", "--output", required=True, help="PNG (or JPEG) of the painting")
-    pa.add_argument("--brush", default="oil", help="oil (default), marker, watercolor or tape")
-    pa.add_argument("--strokes", type=int, default=500, help="strokes in total over all levels (default 500)")
-    pa.add_argument("--levels", type=int, default=5, help="levels of the progressive search (default 5)")
-    pa.add_argument("--size", type=int, default=512, help="longer side of the output in px (default 512)")
-    pa.add_argument("--iterations", type=int, default=20, help="optimisation steps per stroke (default 20; 0 = the reference's 500 / strokes per patch)")
-    pa.add_argument("--lr", type=float, default=0.002, help="RMSprop learning rate (default 0.002)")
-    pa.add_argument("--renderer", default="exact", choices=["neural", "exact"], help="differentiable renderer for the search: the exact engine (default, faster and better here) or the shipped neural renderer")
-    pa.add_argument("--patch", type=int, default=64, help="px a patch is searched at (default 64; larger is slower and finer)")
-    pa.add_argument("--ot", action="store_true", help="add the optimal-transport loss (weight 0.1, the reference's): pulls strokes toward targets they do not overlap yet")
-    pa.add_argument("--ot-weight", type=float, default=None, help="weight of the optimal-transport loss (implies --ot)")
-    pa.add_argument("--style", default=None, metavar="STYLE.png", help="a style image: after each level, its strokes are restyled toward it (VGG-19 Gram matrices)")
-    pa.add_argument("--style-mode", default="color", choices=["color", "all"], help="restyle colours only (default; shapes stay) or every parameter")
-    pa.add_argument("--style-weight", type=float, default=100.0, help="weight of the style loss against the content L1 (default 100)")
-    pa.add_argument("--features", default="vgg19", choices=["vgg19", "random"], help="VGG-19 with ImageNet weights (default; see IMPASTO_VGG_WEIGHTS) or a random-weight stand-in (weak, for testing)")
-    pa.add_argument("--mask", default=None, help="grey image as large as IMAGE: paint only where it is white; elsewhere the output is IMAGE unchanged")
-    pa.add_argument("--canvas", default="black", help="what to paint on: black (default, the reference's), white, #rrggbb, or an image file")
-    pa.add_argument("--json", dest="strokes_json", default=None, metavar="S.json", help="write the strokes as JSON (re-render with `impasto render`)")
-    pa.add_argument("--npz", default=None, metavar="S.npz", help="write the strokes as numpy .npz")
-    pa.add_argument("--svg", default=None, metavar="S.svg", help="write the strokes as SVG vector elements")
-    pa.add_argument("--animate", default=None, metavar="A.gif", help="write an animation of the painting (.gif, or .mp4 with imageio-ffmpeg)")
-    pa.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
-    pa.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same painting")
+    _add_paint_arguments(pa)
     pa.add_argument("--report", action="store_true", help="print a JSON summary (outputs, strokes, seconds) on stdout")
     pa.set_defaults(func=_cmd_paint)
 
@@ -163,6 +169,50 @@ def _parser() -> argparse.ArgumentParser:
     inf.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="graph/engine precision (default: fp16 on TensorRT, fp32 on ONNX Runtime)")
     inf.add_argument("--json", action="store_true", help="print the backend description and output shapes as JSON")
     inf.set_defaults(func=_cmd_infer)
+
+    sv = sub.add_parser(
+        "serve",
+        help="run the server: gRPC (Studio API, KServe v2, health) and HTTP/JSON, with a supervised torch sidecar",
+        description="Serves paint jobs (run in a separate torch sidecar process that is restarted if it dies), rendering, "
+        "and the feed-forward models of a model repository through KServe v2 (tritonclient works unchanged). "
+        "HTTP/JSON on --http-port serves the same API, KServe v2 REST and Prometheus /metrics. "
+        "Loopback only unless --host says otherwise, which then needs --token, TLS or --insecure. See docs/server.md.",
+    )
+    sv.add_argument("--host", default=None, help="address to listen on (default: settings, then 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="gRPC port (default 8001)")
+    sv.add_argument("--http-port", type=int, default=None, help="HTTP/JSON port (default 8000; -1: none)")
+    sv.add_argument("--repo", default=None, help="model repository to serve (default: settings; none if it does not exist)")
+    sv.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (prefer IMPASTO_TOKEN: flags show in ps)")
+    sv.add_argument("--tls-cert", default=None, help="TLS certificate chain (PEM), with --tls-key")
+    sv.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
+    sv.add_argument("--insecure", action="store_true", help="allow listening beyond loopback without token or TLS")
+    sv.add_argument("--sidecar", default=None, metavar="ADDRESS", help="use a sidecar started elsewhere (host:port or unix:/path) instead of starting one")
+    sv.add_argument("--device", default=None, help="device of the sidecar's jobs: auto, cpu, cuda, cuda:N")
+    sv.add_argument("--slots", type=int, default=0, help="jobs the sidecar runs at once (default 1)")
+    sv.add_argument("--max-jobs", type=int, default=None, help="jobs queued + running at most (default 16)")
+    sv.add_argument("--result-ttl", type=float, default=None, help="seconds a finished job and its result are kept (default 3600)")
+    sv.add_argument("--backend", default=None, choices=["auto", "tensorrt", "onnxruntime"], help="backend for the repository's models")
+    sv.add_argument("--no-batching", dest="batching", action="store_false", help="run every inference request alone")
+    sv.add_argument("--max-message-mb", type=int, default=None, help="largest request or reply, MiB (default 256)")
+    sv.set_defaults(func=_cmd_serve)
+
+    cl = sub.add_parser("client", help="talk to a running impasto server", description="Client commands against `impasto serve`.")
+    csub = cl.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
+    cp = csub.add_parser(
+        "paint",
+        help="paint an image on a server (same options and result as `impasto paint`)",
+        description="Sends IMAGE (and --mask/--style/--canvas files) to the server's Paint job, draws a progress bar "
+        "from its events and writes the results. The same options and seed give the same picture as a local `impasto paint`.",
+    )
+    cp.add_argument("image", help="the picture to paint (a file; its bytes are sent as they are)")
+    cp.add_argument("-o", "--output", required=True, help="PNG of the painting")
+    _add_paint_arguments(cp)
+    for c in (cp,):
+        c.add_argument("--server", default=None, help="HOST:PORT of the gRPC port (default: settings, then 127.0.0.1:8001)")
+        c.add_argument("--token", default=None, help="bearer token (default: IMPASTO_TOKEN)")
+        c.add_argument("--tls-ca", default=None, help="CA certificate (PEM) to trust, for a TLS server")
+        c.add_argument("--report", action="store_true", help="print a JSON summary on stdout")
+    cp.set_defaults(func=_cmd_client_paint)
 
     mo = sub.add_parser(
         "models",
@@ -266,6 +316,108 @@ def _cmd_infer(args: argparse.Namespace) -> dict:
         np.savez(f, **outputs)
     result = {**backend.describe(), "output": args.output, "shapes": {k: list(v.shape) for k, v in outputs.items()}}
     return result if args.json else {"output": args.output}
+
+
+def _cmd_serve(args: argparse.Namespace) -> dict:
+    import asyncio
+    from pathlib import Path
+
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.server.app import ServerConfig, run
+
+    settings = load_settings({"host": args.host, "port": args.port, "http_port": args.http_port, "token": args.token,
+                              "max_jobs": args.max_jobs, "result_ttl": args.result_ttl, "max_message_mb": args.max_message_mb,
+                              "device": args.device, "backend": args.backend, "repo": args.repo})
+    repo = settings.repo if Path(settings.repo).is_dir() else None
+    if args.repo and repo is None:
+        raise UsageError(f"--repo {args.repo} does not exist (create it with `impasto export --all --repo {args.repo}`)")
+    if not 1 <= settings.max_jobs <= 10_000:
+        raise UsageError(f"--max-jobs must be between 1 and 10000, got {settings.max_jobs}")
+    config = ServerConfig(
+        host=settings.host, port=settings.port, http_port=settings.http_port, repo=repo, token=settings.token or None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure, sidecar=args.sidecar,
+        device=settings.device, slots=args.slots, backend=settings.backend, batching=args.batching,
+        max_jobs=settings.max_jobs, result_ttl=settings.result_ttl, max_side=settings.max_side,
+        max_message_bytes=settings.max_message_mb << 20, threads=settings.threads,
+    )
+    try:
+        config.check()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    def ready(server) -> None:
+        http = f", HTTP on {config.host}:{server.http_port}" if server.http_port else ""
+        print(f"impasto serving gRPC on {config.host}:{server.grpc_port}{http} "
+              f"(sidecar pid {server.sidecar.pid}, {len(server.models.models)} model(s))", flush=True)
+
+    asyncio.run(run(config, ready))
+    return {}
+
+
+def _cmd_client_paint(args: argparse.Namespace) -> dict:
+    import grpc
+    from tqdm import tqdm
+
+    from impasto.runtime.client import JobFailed, StudioClient, paint_request
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.formats.strokes import save_strokes, strokes_from_json
+
+    settings = load_settings({"server": args.server, "token": args.token})
+    _check_suffixes(args)
+    if args.animate and not args.animate.lower().endswith(".gif"):
+        raise UsageError("--animate with a server writes .gif only (render an .mp4 locally from --json strokes)")
+    for flag, path in (("IMAGE", args.image), ("--mask", args.mask), ("--style", args.style)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag} '{path}' does not exist")
+    canvas_image = None
+    options = dict(brush=args.brush, strokes=args.strokes, levels=args.levels, size=args.size, iterations=args.iterations,
+                   lr=args.lr, renderer=args.renderer, patch=args.patch, style_mode=args.style_mode,
+                   style_weight=args.style_weight, features=args.features, seed=args.seed,
+                   ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0))
+    if Path(args.canvas).is_file():
+        canvas_image = args.canvas
+    else:
+        options["canvas"] = args.canvas
+    request = paint_request(args.image, mask=args.mask, style=args.style, canvas_image=canvas_image,
+                            svg=bool(args.svg), animation=bool(args.animate), **options)
+    bar = tqdm(total=1, desc=f"painting on {settings.server}", unit="step", disable=args.report or None)
+
+    def on_event(event) -> None:
+        if event.HasField("progress"):
+            p = event.progress
+            bar.total = p.total
+            bar.set_postfix(level=f"{p.level}/{p.levels}", loss=f"{p.loss:.4f}", refresh=False)
+            bar.update(p.step - bar.n)
+
+    try:
+        with StudioClient(settings.server, token=settings.token or None, tls_ca=args.tls_ca,
+                          max_message_bytes=settings.max_message_mb << 20) as client:
+            result = client.paint(request, on_event)
+    except grpc.RpcError as e:
+        raise UsageError(f"server {settings.server}: {e.code().name}: {e.details()}") from None
+    except JobFailed as e:
+        raise UsageError(str(e)) from None
+    finally:
+        bar.close()
+    from impasto.runtime.atomic import atomic_output
+
+    written = []
+    for path, data in ((args.output, result.image.encoded), (args.svg, result.svg.encode()),
+                       (args.animate, result.animation.encoded)):
+        if path:
+            with atomic_output(path) as f:
+                f.write(data)
+            written.append(path)
+    sf = strokes_from_json(result.strokes_json, "the server's strokes")
+    for path in (args.strokes_json, args.npz):
+        if path:
+            written.append(str(save_strokes(sf, path)))
+    summary = {"output": args.output, "written": written, "strokes": result.strokes, "size": [result.width, result.height],
+               "seconds": round(result.seconds, 2)}
+    if args.report:
+        print(json.dumps(summary, indent=1))
+        return {}
+    return summary
 
 
 def _cmd_models(args: argparse.Namespace) -> dict:

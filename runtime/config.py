@@ -23,6 +23,15 @@ class Settings:
     vgg_weights: str = ""  # a local copy of torchvision's vgg19-dcbb9e9d.pth (else torchvision / its cache)
     repo: str = "model_repository"  # the model repository that export writes and the runtime serves
     backend: str = "auto"  # auto | tensorrt | onnxruntime, for feed-forward models
+    # the server (impasto serve) and its clients
+    host: str = "127.0.0.1"
+    port: int = 8001
+    http_port: int = 8000
+    token: str = ""  # bearer token the server requires / the client sends
+    max_jobs: int = 16
+    result_ttl: float = 3600.0
+    max_message_mb: int = 256
+    server: str = "127.0.0.1:8001"  # where `impasto client` connects
 
 
 class ConfigError(ValueError):

@@ -100,8 +100,22 @@ def load_strokes(path: str | Path) -> StrokeFile:
             data = json.loads(path.read_text())
     except (OSError, ValueError, KeyError) as e:
         raise StrokeFileError(f"stroke file '{path}' cannot be read: {e}") from None
+    return strokes_from_dict(data, f"stroke file '{path}'")
+
+
+def strokes_from_json(text: str, source: str = "strokes") -> StrokeFile:
+    """Parse stroke-file JSON text (e.g. received over the wire), checking it fully."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise StrokeFileError(f"{source} is not valid JSON: {e}") from None
+    return strokes_from_dict(data, source)
+
+
+def strokes_from_dict(data: object, source: str) -> StrokeFile:
+    """A :class:`StrokeFile` from its JSON layout; errors name ``source`` and the problem."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise StrokeFileError(f"'{path}' is not an impasto stroke file (format must be '{FORMAT}')")
+        raise StrokeFileError(f"{source} is not an impasto stroke file (format must be '{FORMAT}')")
     try:
         brush = get_brush(data["brush"])
         canvas = data["canvas"]
@@ -109,6 +123,8 @@ def load_strokes(path: str | Path) -> StrokeFile:
         strokes = torch.tensor(data["strokes"], dtype=torch.float32).view(-1, brush.n_params)
         background = tuple(float(c) for c in canvas.get("background", (1.0, 1.0, 1.0)))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise StrokeFileError(f"stroke file '{path}' is malformed: {e}") from None
+        raise StrokeFileError(f"{source} is malformed: {e}") from None
+    if not (0 < width <= 1 << 20 and 0 < height <= 1 << 20):
+        raise StrokeFileError(f"{source}: canvas size {width}x{height} is not a positive size")
     brush.validate(strokes)
     return StrokeFile(brush.name, strokes, width, height, background, [int(v) for v in data.get("levels", [])])

@@ -1,0 +1,135 @@
+"""impasto's HTTP/JSON client, standard library only: shared by the Krita and Blender add-ons.
+
+The add-ons' build copies this file into each package (their host applications bring
+their own Python, with nothing but the standard library to rely on). It speaks the server's
+HTTP port (docs/server.md): JSON messages, images as binary multipart parts and binary
+replies, job events as newline-delimited JSON. Calls block: run them off the UI thread.
+
+    client = ImpastoClient("http://127.0.0.1:8000", token=None)
+    result = client.paint(png_bytes, {"strokes": 300}, on_event=print)
+    result["image"]  # PNG bytes of the painting
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+__all__ = ["ImpastoClient", "ImpastoError"]
+
+
+class ImpastoError(Exception):
+    """The server refused or failed a request, or could not be reached; ``str()`` is for the user."""
+
+    def __init__(self, message: str, code: str = "UNAVAILABLE", status: int = 0):
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def _multipart(request: dict, files: dict[str, bytes]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    chunks = []
+    for name, data, ctype in [("request", json.dumps(request).encode(), "application/json")] + [
+        (n, d, "application/octet-stream") for n, d in files.items()
+    ]:
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}"\r\n'
+            f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+class ImpastoClient:
+    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _open(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None, timeout=None):
+        headers = {"Accept": "*/*"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.url + path, data=body, headers=headers, method=method)
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as e:
+            try:
+                error = json.loads(e.read())["error"]
+                raise ImpastoError(error["message"], error["code"], e.code) from None
+            except (ValueError, KeyError, TypeError):
+                raise ImpastoError(f"HTTP {e.code} from {self.url}{path}", "UNKNOWN", e.code) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ImpastoError(f"cannot reach the impasto server at {self.url}: {reason}") from None
+
+    def _json(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        with self._open(method, path, data, "application/json" if data else None) as r:
+            return json.loads(r.read())
+
+    def capabilities(self) -> dict:
+        return self._json("GET", "/v1/capabilities")
+
+    def fetch(self, path: str) -> bytes:
+        with self._open("GET", path) as r:
+            return r.read()
+
+    def _events(self, response, on_event):
+        with response:
+            for line in response:
+                if line.strip():
+                    event = json.loads(line)
+                    if on_event:
+                        on_event(event)
+                    yield event
+
+    def paint_events(self, image: bytes, options: dict | None = None, *, mask: bytes | None = None,
+                     style: bytes | None = None, canvas: bytes | None = None, svg: bool = False,
+                     animation: bool = False, on_event=None):
+        """Start a paint job; yields its events (dicts in protobuf's JSON mapping) until it ends."""
+        request: dict = {"image": {"ref": "image"}, "options": options or {}, "svg": svg, "animation": animation}
+        files = {"image": image}
+        for name, data in (("mask", mask), ("style", style), ("canvas_image", canvas)):
+            if data is not None:
+                request[name] = {"ref": name}
+                files[name] = data
+        body, ctype = _multipart(request, files)
+        return self._events(self._open("POST", "/v1/paint", body, ctype, timeout=3600), on_event)
+
+    def watch(self, job_id: str, on_event=None):
+        return self._events(self._open("GET", f"/v1/jobs/{job_id}/events", timeout=3600), on_event)
+
+    def finish(self, events) -> dict:
+        """Follow ``events`` to the end: the result with its files fetched, or :class:`ImpastoError`."""
+        for event in events:
+            if "result" in event:
+                result = dict(event["result"])
+                result["job_id"] = event["job_id"]
+                result["image"] = self.fetch(result["image"]["ref"])
+                if "animation" in result:
+                    result["animation"] = self.fetch(result["animation"]["ref"])
+                return result
+            if "error" in event:
+                raise ImpastoError(event["error"]["message"], event["error"]["code"])
+            if "cancelled" in event:
+                raise ImpastoError("the job was cancelled", "CANCELLED")
+        raise ImpastoError("the server closed the event stream before the job ended")
+
+    def paint(self, image: bytes, options: dict | None = None, **kwargs) -> dict:
+        return self.finish(self.paint_events(image, options, **kwargs))
+
+    def render(self, strokes_json: str, size: int = 0, canvas: str = "") -> bytes:
+        with self._open("POST", "/v1/render", json.dumps({"strokes_json": strokes_json, "size": size, "canvas": canvas}).encode(),
+                        "application/json") as r:
+            return r.read()
+
+    def job(self, job_id: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")

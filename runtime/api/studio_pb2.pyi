@@ -1,0 +1,366 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    DTYPE_U8: _ClassVar[DType]
+    DTYPE_F16: _ClassVar[DType]
+    DTYPE_F32: _ClassVar[DType]
+
+class ChannelOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_RGB: _ClassVar[ChannelOrder]
+    ORDER_BGR: _ClassVar[ChannelOrder]
+
+class Transfer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSFER_SRGB: _ClassVar[Transfer]
+    TRANSFER_LINEAR: _ClassVar[Transfer]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    QUEUED: _ClassVar[JobState]
+    RUNNING: _ClassVar[JobState]
+    SUCCEEDED: _ClassVar[JobState]
+    FAILED: _ClassVar[JobState]
+    CANCELLED: _ClassVar[JobState]
+DTYPE_UNSPECIFIED: DType
+DTYPE_U8: DType
+DTYPE_F16: DType
+DTYPE_F32: DType
+ORDER_RGB: ChannelOrder
+ORDER_BGR: ChannelOrder
+TRANSFER_SRGB: Transfer
+TRANSFER_LINEAR: Transfer
+JOB_STATE_UNSPECIFIED: JobState
+QUEUED: JobState
+RUNNING: JobState
+SUCCEEDED: JobState
+FAILED: JobState
+CANCELLED: JobState
+
+class RawImage(_message.Message):
+    __slots__ = ("width", "height", "channels", "dtype", "order", "transfer", "bottom_up", "data")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_UP_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    channels: int
+    dtype: DType
+    order: ChannelOrder
+    transfer: Transfer
+    bottom_up: bool
+    data: bytes
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., order: _Optional[_Union[ChannelOrder, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., bottom_up: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Image(_message.Message):
+    __slots__ = ("encoded", "raw", "ref")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    raw: RawImage
+    ref: str
+    def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., ref: _Optional[str] = ...) -> None: ...
+
+class PaintOptions(_message.Message):
+    __slots__ = ("brush", "strokes", "levels", "size", "iterations", "lr", "renderer", "patch", "ot_weight", "style_mode", "style_weight", "features", "canvas", "seed")
+    BRUSH_FIELD_NUMBER: _ClassVar[int]
+    STROKES_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    RENDERER_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    OT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_MODE_FIELD_NUMBER: _ClassVar[int]
+    STYLE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    brush: str
+    strokes: int
+    levels: int
+    size: int
+    iterations: int
+    lr: float
+    renderer: str
+    patch: int
+    ot_weight: float
+    style_mode: str
+    style_weight: float
+    features: str
+    canvas: str
+    seed: int
+    def __init__(self, brush: _Optional[str] = ..., strokes: _Optional[int] = ..., levels: _Optional[int] = ..., size: _Optional[int] = ..., iterations: _Optional[int] = ..., lr: _Optional[float] = ..., renderer: _Optional[str] = ..., patch: _Optional[int] = ..., ot_weight: _Optional[float] = ..., style_mode: _Optional[str] = ..., style_weight: _Optional[float] = ..., features: _Optional[str] = ..., canvas: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class PaintRequest(_message.Message):
+    __slots__ = ("image", "options", "mask", "style", "canvas_image", "svg", "animation", "preview_interval_ms")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SVG_FIELD_NUMBER: _ClassVar[int]
+    ANIMATION_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    options: PaintOptions
+    mask: Image
+    style: Image
+    canvas_image: Image
+    svg: bool
+    animation: bool
+    preview_interval_ms: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[PaintOptions, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., style: _Optional[_Union[Image, _Mapping]] = ..., canvas_image: _Optional[_Union[Image, _Mapping]] = ..., svg: _Optional[bool] = ..., animation: _Optional[bool] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+
+class PaintResult(_message.Message):
+    __slots__ = ("image", "strokes_json", "svg", "animation", "width", "height", "strokes", "seconds")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STROKES_JSON_FIELD_NUMBER: _ClassVar[int]
+    SVG_FIELD_NUMBER: _ClassVar[int]
+    ANIMATION_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    STROKES_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    strokes_json: str
+    svg: str
+    animation: Image
+    width: int
+    height: int
+    strokes: int
+    seconds: float
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., strokes_json: _Optional[str] = ..., svg: _Optional[str] = ..., animation: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., strokes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class RenderRequest(_message.Message):
+    __slots__ = ("strokes_json", "size", "canvas", "canvas_image")
+    STROKES_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_FIELD_NUMBER: _ClassVar[int]
+    CANVAS_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    strokes_json: str
+    size: int
+    canvas: str
+    canvas_image: Image
+    def __init__(self, strokes_json: _Optional[str] = ..., size: _Optional[int] = ..., canvas: _Optional[str] = ..., canvas_image: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class RenderReply(_message.Message):
+    __slots__ = ("image", "width", "height")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    width: int
+    height: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("level", "levels", "step", "total", "loss", "preview")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    LEVELS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    level: int
+    levels: int
+    step: int
+    total: int
+    loss: float
+    preview: Image
+    def __init__(self, level: _Optional[int] = ..., levels: _Optional[int] = ..., step: _Optional[int] = ..., total: _Optional[int] = ..., loss: _Optional[float] = ..., preview: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+
+class JobError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Queued(_message.Message):
+    __slots__ = ("position",)
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    def __init__(self, position: _Optional[int] = ...) -> None: ...
+
+class Started(_message.Message):
+    __slots__ = ("worker",)
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    worker: str
+    def __init__(self, worker: _Optional[str] = ...) -> None: ...
+
+class Cancelled(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "seq", "time", "queued", "started", "progress", "result", "error", "cancelled")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    seq: int
+    time: float
+    queued: Queued
+    started: Started
+    progress: Progress
+    result: PaintResult
+    error: JobError
+    cancelled: Cancelled
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PaintResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "op", "state", "created", "started", "finished", "progress", "error", "has_result", "expires")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    HAS_RESULT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    op: str
+    state: JobState
+    created: float
+    started: float
+    finished: float
+    progress: Progress
+    error: JobError
+    has_result: bool
+    expires: float
+    def __init__(self, id: _Optional[str] = ..., op: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., has_result: _Optional[bool] = ..., expires: _Optional[float] = ...) -> None: ...
+
+class JobRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListJobsReply(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...
+
+class OptionInfo(_message.Message):
+    __slots__ = ("name", "type", "default", "choices", "min", "max", "help")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CHOICES_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    default: str
+    choices: _containers.RepeatedScalarFieldContainer[str]
+    min: float
+    max: float
+    help: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., help: _Optional[str] = ...) -> None: ...
+
+class OpInfo(_message.Message):
+    __slots__ = ("name", "description", "options")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    options: _containers.RepeatedCompositeFieldContainer[OptionInfo]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ...) -> None: ...
+
+class BrushInfo(_message.Message):
+    __slots__ = ("name", "fields")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "backend", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backend: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class BackendInfo(_message.Message):
+    __slots__ = ("name", "available", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    available: bool
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_side", "max_strokes", "max_jobs", "max_message_bytes", "result_ttl_seconds")
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_STROKES_FIELD_NUMBER: _ClassVar[int]
+    MAX_JOBS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESULT_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    max_side: int
+    max_strokes: int
+    max_jobs: int
+    max_message_bytes: int
+    result_ttl_seconds: float
+    def __init__(self, max_side: _Optional[int] = ..., max_strokes: _Optional[int] = ..., max_jobs: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., result_ttl_seconds: _Optional[float] = ...) -> None: ...
+
+class CapabilitiesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CapabilitiesReply(_message.Message):
+    __slots__ = ("version", "ops", "brushes", "models", "backends", "devices", "limits")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    BRUSHES_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    BACKENDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    ops: _containers.RepeatedCompositeFieldContainer[OpInfo]
+    brushes: _containers.RepeatedCompositeFieldContainer[BrushInfo]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    backends: _containers.RepeatedCompositeFieldContainer[BackendInfo]
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    limits: Limits
+    def __init__(self, version: _Optional[str] = ..., ops: _Optional[_Iterable[_Union[OpInfo, _Mapping]]] = ..., brushes: _Optional[_Iterable[_Union[BrushInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., backends: _Optional[_Iterable[_Union[BackendInfo, _Mapping]]] = ..., devices: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...

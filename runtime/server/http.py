@@ -1,0 +1,266 @@
+"""HTTP/JSON on a second port: the same Studio API, KServe v2 REST, health and Prometheus metrics.
+
+Studio messages use protobuf's JSON mapping. Images never travel as base64: a request that
+carries images is ``multipart/form-data`` with a ``request`` part (the JSON message) whose
+Image fields say ``{"ref": "PART"}`` for a binary part of that name; in replies, images are
+``{"ref": "/v1/jobs/ID/files/NAME"}`` URLs to fetch as binary. Job events stream as
+newline-delimited JSON (``application/x-ndjson``), one event per line.
+
+    GET  /v1/capabilities
+    POST /v1/paint                     multipart or JSON -> NDJSON events (?detach=1: the Job at once)
+    POST /v1/render                    multipart or JSON -> image/png
+    GET  /v1/jobs                      GET /v1/jobs/{id}      POST /v1/jobs/{id}/cancel
+    GET  /v1/jobs/{id}/events          NDJSON: every event so far, then live ones
+    GET  /v1/jobs/{id}/files/{name}    image.png | animation.gif | preview.png | strokes.json | strokes.svg
+    GET  /v2/health/live  /v2/health/ready  /v2  /v2/models/{m}  /v2/models/{m}/ready  /v2/models/{m}/config
+    POST /v2/models/{m}/infer          KServe v2 JSON tensors
+    GET  /metrics
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import grpc
+import numpy as np
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.api.convert import WireError
+from impasto.runtime.server.auth import OPEN_HTTP_PATHS, token_ok
+from impasto.runtime.server.errors import HTTP, status_of
+from impasto.runtime.server.kserve import DATATYPES, NUMPY_TO_KSERVE
+from impasto.runtime.server.metrics import Metrics
+from impasto.runtime.server.models import ModelPool
+from impasto.runtime.server.studio import Studio, version
+
+log = logging.getLogger(__name__)
+
+NDJSON = "application/x-ndjson"
+FILES = {"image.png": "image/png", "animation.gif": "image/gif", "preview.png": "image/png",
+         "strokes.json": "application/json", "strokes.svg": "image/svg+xml"}
+
+
+def to_json(message: Message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def error_response(code: grpc.StatusCode, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code.name, "message": message}}, status=HTTP.get(code, 500))
+
+
+def _strip_images(event: pb.JobEvent) -> pb.JobEvent:
+    """A copy of ``event`` whose image bytes are replaced by URLs of the job's files."""
+    event = pb.JobEvent.FromString(event.SerializeToString())
+    base = f"/v1/jobs/{event.job_id}/files/"
+    if event.HasField("progress") and event.progress.HasField("preview"):
+        event.progress.preview.ref = base + "preview.png"
+    if event.HasField("result"):
+        event.result.image.ref = base + "image.png"
+        if event.result.HasField("animation"):
+            event.result.animation.ref = base + "animation.gif"
+    return event
+
+
+async def _read_request(request: web.Request, message: Message, image_fields: tuple[str, ...]) -> Message:
+    """Fill ``message`` from a JSON body, or a multipart body with binary image parts."""
+    parts: dict[str, bytes] = {}
+    body = None
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        async for part in reader:
+            data = await part.read(decode=False)
+            if part.name == "request":
+                body = data
+            else:
+                parts[part.name] = bytes(data)
+    else:
+        body = await request.read()
+    try:
+        json_format.Parse(body or b"{}", message)
+    except json_format.ParseError as e:
+        raise WireError(f"request body is not a valid {message.DESCRIPTOR.name} in JSON: {e}") from None
+    for name in image_fields:
+        if message.HasField(name):
+            image = getattr(message, name)
+            if image.WhichOneof("data") == "ref":
+                if image.ref not in parts:
+                    raise WireError(f"{name}: multipart part '{image.ref}' is missing")
+                image.encoded = parts[image.ref]
+    return message
+
+
+class HttpApi:
+    def __init__(self, studio: Studio, models: ModelPool, metrics: Metrics, token: str | None, max_message_bytes: int,
+                 is_ready=lambda: True):
+        self.studio = studio
+        self.models = models
+        self.metrics = metrics
+        self.token = token
+        self.is_ready = is_ready
+        self.app = web.Application(client_max_size=max_message_bytes, middlewares=[self._middleware])
+        r = self.app.router
+        r.add_get("/v1/capabilities", self.capabilities)
+        r.add_post("/v1/paint", self.paint)
+        r.add_post("/v1/render", self.render)
+        r.add_get("/v1/jobs", self.list_jobs)
+        r.add_get("/v1/jobs/{id}", self.get_job)
+        r.add_post("/v1/jobs/{id}/cancel", self.cancel_job)
+        r.add_get("/v1/jobs/{id}/events", self.watch_job)
+        r.add_get("/v1/jobs/{id}/files/{name}", self.job_file)
+        r.add_get("/v2/health/live", self.live)
+        r.add_get("/v2/health/ready", self.ready)
+        r.add_get("/v2", self.server_metadata)
+        r.add_get("/v2/models/{model}", self.model_metadata)
+        r.add_get("/v2/models/{model}/ready", self.model_ready)
+        r.add_get("/v2/models/{model}/config", self.model_config)
+        r.add_post("/v2/models/{model}/infer", self.infer)
+        r.add_get("/metrics", self.prometheus)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler):
+        start = time.perf_counter()
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        code = grpc.StatusCode.OK
+        try:
+            if request.path not in OPEN_HTTP_PATHS and not token_ok(request.headers.get("Authorization"), self.token):
+                code = grpc.StatusCode.UNAUTHENTICATED
+                return error_response(code, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            code = status_of(e) or grpc.StatusCode.INTERNAL
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("internal error on %s", request.path)
+            return error_response(code, str(e) if code != grpc.StatusCode.INTERNAL else f"{type(e).__name__}: {e}")
+        finally:
+            self.metrics.observe("http", f"{request.method} {route}", code.name, time.perf_counter() - start)
+
+    # --- Studio ------------------------------------------------------------------------------
+
+    async def capabilities(self, request):
+        return web.json_response(to_json(self.studio.capabilities()))
+
+    async def paint(self, request):
+        message = await _read_request(request, pb.PaintRequest(), ("image", "mask", "style", "canvas_image"))
+        job = await self.studio.submit_paint(message)
+        if request.query.get("detach") in ("1", "true"):
+            return web.json_response(to_json(job.to_proto(self.studio.jobs.result_ttl)), status=202)
+        return await self._stream(request, job.id)
+
+    async def _stream(self, request, job_id: str):
+        events = self.studio.jobs.watch(job_id)
+        first = await anext(events)  # NOT_FOUND raises here, before the 200 goes out
+        response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Impasto-Job": job_id})
+        await response.prepare(request)
+        await response.write(json.dumps(to_json(_strip_images(first))).encode() + b"\n")
+        async for event in events:
+            await response.write(json.dumps(to_json(_strip_images(event))).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    async def watch_job(self, request):
+        return await self._stream(request, request.match_info["id"])
+
+    async def render(self, request):
+        message = await _read_request(request, pb.RenderRequest(), ("canvas_image",))
+        reply = await self.studio.render(message)
+        return web.Response(body=reply.image.encoded, content_type="image/png",
+                            headers={"X-Impasto-Width": str(reply.width), "X-Impasto-Height": str(reply.height)})
+
+    async def list_jobs(self, request):
+        return web.json_response(to_json(self.studio.list_jobs()))
+
+    async def get_job(self, request):
+        return web.json_response(to_json(self.studio.job(request.match_info["id"])))
+
+    async def cancel_job(self, request):
+        return web.json_response(to_json(await self.studio.cancel(request.match_info["id"])))
+
+    async def job_file(self, request):
+        job = self.studio.jobs.get(request.match_info["id"])
+        name = request.match_info["name"]
+        if name not in FILES:
+            raise WireError(f"unknown job file '{name}': use one of {', '.join(FILES)}")
+        data: bytes | str | None = None
+        if name == "preview.png":
+            previews = [e.progress.preview.encoded for e in job.events if e.HasField("progress") and e.progress.HasField("preview")]
+            data = previews[-1] if previews else None
+        elif job.result is not None:
+            data = {"image.png": job.result.image.encoded, "animation.gif": job.result.animation.encoded,
+                    "strokes.json": job.result.strokes_json, "strokes.svg": job.result.svg}[name] or None
+        if data is None:
+            return error_response(grpc.StatusCode.NOT_FOUND, f"job {job.id} has no {name} (state {pb.JobState.Name(job.state)})")
+        return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=FILES[name])
+
+    # --- KServe v2 REST ----------------------------------------------------------------------
+
+    async def live(self, request):
+        return web.json_response({"live": True})
+
+    async def ready(self, request):
+        ready = bool(self.is_ready())
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def server_metadata(self, request):
+        return web.json_response({"name": "impasto", "version": version(), "extensions": ["model_configuration", "statistics"]})
+
+    async def model_metadata(self, request):
+        m = self.models.get(request.match_info["model"])
+
+        def tensors(ts):
+            return [{"name": t.name, "datatype": t.dtype, "shape": [-1, *t.dims]} for t in ts]
+
+        return web.json_response({"name": m.info.name, "versions": [str(m.info.version)], "platform": "onnxruntime_onnx",
+                                  "inputs": tensors(m.info.inputs), "outputs": tensors(m.info.outputs)})
+
+    async def model_ready(self, request):
+        ready = request.match_info["model"] in self.models.models
+        return web.json_response({"name": request.match_info["model"], "ready": ready}, status=200 if ready else 400)
+
+    async def model_config(self, request):
+        from impasto.export.repository import CONFIG
+
+        m = self.models.get(request.match_info["model"])
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+
+        config = text_format.Parse((m.info.folder / CONFIG).read_text(), model_config_pb2.ModelConfig())
+        return web.json_response(json_format.MessageToDict(config, preserving_proto_field_name=True))
+
+    async def infer(self, request):
+        m = self.models.get(request.match_info["model"])
+        try:
+            body = await request.json()
+        except ValueError:
+            raise WireError("the infer request body is not JSON") from None
+        arrays = {}
+        for tensor in body.get("inputs", []):
+            try:
+                name, datatype, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
+            except (KeyError, TypeError):
+                raise WireError("each input needs name, datatype, shape and data") from None
+            if datatype not in DATATYPES:
+                raise WireError(f"input '{name}': datatype '{datatype}' is not supported")
+            try:
+                arrays[name] = np.asarray(data, dtype=DATATYPES[datatype][0]).reshape(shape)
+            except (ValueError, TypeError) as e:
+                raise WireError(f"input '{name}': data does not fit shape {shape}: {e}") from None
+        outputs = await m.infer(arrays)
+        wanted = [o["name"] for o in body.get("outputs", [])] or [t.name for t in m.info.outputs]
+        result = []
+        for name in wanted:
+            if name not in outputs:
+                raise WireError(f"model '{m.info.name}' has no output '{name}'")
+            a = outputs[name]
+            result.append({"name": name, "datatype": NUMPY_TO_KSERVE[a.dtype.str], "shape": list(a.shape), "data": a.ravel().tolist()})
+        return web.json_response({"model_name": m.info.name, "model_version": str(m.info.version),
+                                  "id": body.get("id", ""), "outputs": result})
+
+    async def prometheus(self, request):
+        return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8")

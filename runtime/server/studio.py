@@ -1,0 +1,160 @@
+"""The ``impasto.v1.Studio`` service: capabilities, paint jobs, render, job control.
+
+The servicer's methods hold the logic once; the gRPC handlers below and the HTTP/JSON
+routes (``http.py``) both call them, so the two transports cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import metadata
+
+import grpc
+
+from impasto.runtime.api import convert
+from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.api import studio_pb2_grpc
+from impasto.runtime.backends import available_backends
+from impasto.runtime.formats.strokes import strokes_from_json
+from impasto.runtime.images import resize
+from impasto.runtime.ops.paint import MAX_STROKES
+from impasto.runtime.ops.paint_job import PaintRequestError, output_size, parse_colour
+from impasto.runtime.server.errors import status_of
+from impasto.runtime.server.jobs import JobManager
+from impasto.runtime.server.models import ModelPool
+from impasto.train.brushes import BRUSHES, get_brush, render_strokes
+
+log = logging.getLogger(__name__)
+
+
+def version() -> str:
+    try:
+        return metadata.version("impasto")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Studio:
+    """What the Studio API does, independent of the transport."""
+
+    def __init__(self, jobs: JobManager, models: ModelPool, *, max_side: int, max_message_bytes: int):
+        self.jobs = jobs
+        self.models = models
+        self.max_side = max_side
+        self.max_message_bytes = max_message_bytes
+
+    def capabilities(self) -> pb.CapabilitiesReply:
+        reply = pb.CapabilitiesReply(version=version())
+        reply.ops.add(name="paint", description="re-make an image as brush strokes (Stylized Neural Painting); a job",
+                      options=convert.paint_option_infos())
+        reply.ops.add(name="render", description="render saved strokes (impasto.strokes JSON) at any size",
+                      options=[pb.OptionInfo(name="size", type="int", default="0", min=0, max=self.max_side,
+                                             help="longer side, px (0: the painting's own size)"),
+                               pb.OptionInfo(name="canvas", type="string", default="",
+                                             help="override the background: black, white or #rrggbb")])
+        for name in BRUSHES:
+            reply.brushes.add(name=name, fields=list(get_brush(name).schema.fields))
+        for name, m in sorted(self.models.models.items()):
+            reply.models.add(name=name, backend=m.backend.name, description=m.info.parameters.get("impasto.description", ""))
+        for name, why in available_backends().items():
+            reply.backends.add(name=name, available=not why, reason=why)
+        status = self.jobs.sidecar.status
+        reply.devices.append(status.device if status else "unavailable")
+        reply.limits.CopyFrom(pb.Limits(max_side=self.max_side, max_strokes=MAX_STROKES, max_jobs=self.jobs.max_jobs,
+                                        max_message_bytes=self.max_message_bytes, result_ttl_seconds=self.jobs.result_ttl))
+        return reply
+
+    async def submit_paint(self, request: pb.PaintRequest):
+        """Check the request fully (raises WireError), then queue it; returns the job record."""
+        await asyncio.get_running_loop().run_in_executor(None, convert.paint_job, request, self.max_side)
+        return self.jobs.submit("paint", request)
+
+    async def render(self, request: pb.RenderRequest) -> pb.RenderReply:
+        return await asyncio.get_running_loop().run_in_executor(None, self._render, request)
+
+    def _render(self, request: pb.RenderRequest) -> pb.RenderReply:
+        sf = strokes_from_json(request.strokes_json, "strokes_json")
+        if sf.strokes.shape[0] > MAX_STROKES * 10:
+            raise convert.WireError(f"strokes_json has {sf.strokes.shape[0]} strokes; the limit is {MAX_STROKES * 10}")
+        longer = request.size or max(sf.width, sf.height)
+        if not 1 <= longer <= self.max_side:
+            raise convert.WireError(f"size must be between 1 and {self.max_side}, got {longer}")
+        h, w = output_size(sf.height, sf.width, longer)
+        background = sf.background
+        if request.canvas:
+            try:
+                background = parse_colour(request.canvas, "canvas")
+            except PaintRequestError as e:
+                raise convert.WireError(str(e)) from None
+        if request.HasField("canvas_image"):
+            background = resize(convert.image_to_tensor(request.canvas_image, "canvas_image", self.max_side), h, w)
+        canvas = render_strokes(get_brush(sf.brush), sf.strokes, h, w, background)
+        return pb.RenderReply(image=convert.png_image(canvas), width=w, height=h)
+
+    def job(self, job_id: str) -> pb.Job:
+        return self.jobs.get(job_id).to_proto(self.jobs.result_ttl)
+
+    async def cancel(self, job_id: str) -> pb.Job:
+        record = await self.jobs.cancel(job_id)
+        return record.to_proto(self.jobs.result_ttl)
+
+    def list_jobs(self) -> pb.ListJobsReply:
+        return pb.ListJobsReply(jobs=[j.to_proto(self.jobs.result_ttl) for j in self.jobs.jobs.values()])
+
+
+async def _abort(context, error: Exception):
+    code = status_of(error)
+    if code is None:
+        log.exception("internal error", exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+    await context.abort(code, str(error))
+
+
+class StudioServicer(studio_pb2_grpc.StudioServicer):
+    """gRPC handlers over :class:`Studio`."""
+
+    def __init__(self, studio: Studio):
+        self.studio = studio
+
+    async def Capabilities(self, request, context):
+        return self.studio.capabilities()
+
+    async def Paint(self, request, context):
+        try:
+            job = await self.studio.submit_paint(request)
+        except Exception as e:
+            await _abort(context, e)
+        async for event in self.studio.jobs.watch(job.id):
+            yield event
+
+    async def WatchJob(self, request, context):
+        try:
+            events = self.studio.jobs.watch(request.id)
+            first = await anext(events)
+        except Exception as e:
+            await _abort(context, e)
+        yield first
+        async for event in events:
+            yield event
+
+    async def Render(self, request, context):
+        try:
+            return await self.studio.render(request)
+        except Exception as e:
+            await _abort(context, e)
+
+    async def GetJob(self, request, context):
+        try:
+            return self.studio.job(request.id)
+        except Exception as e:
+            await _abort(context, e)
+
+    async def CancelJob(self, request, context):
+        try:
+            return await self.studio.cancel(request.id)
+        except Exception as e:
+            await _abort(context, e)
+
+    async def ListJobs(self, request, context):
+        return self.studio.list_jobs()

@@ -1,0 +1,132 @@
+"""The sidecar's gRPC service: run jobs in worker threads, stream their events, cancel them.
+
+Each job runs in a thread (torch releases the GIL in its kernels); events cross to the
+asyncio loop through a queue. Progress events are throttled (``progress_interval_ms``) and
+previews, which cost a PNG encode, more so (``preview_interval_ms``). Cancellation sets a
+flag that the painter's progress callback checks at every optimisation step, so a job
+stops within one step (well under a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import torch
+
+from impasto.runtime.api import convert
+from impasto.runtime.api import sidecar_pb2 as spb
+from impasto.runtime.api import sidecar_pb2_grpc
+from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.ops.paint_job import run_paint_job
+
+log = logging.getLogger(__name__)
+
+
+class JobCancelled(Exception):
+    """Raised inside a job's thread when the job is asked to stop."""
+
+
+class SidecarService(sidecar_pb2_grpc.SidecarServicer):
+    def __init__(self, device: str = "cpu", slots: int = 1, vgg_weights: str | None = None):
+        self.device = device
+        self.slots = max(1, slots)
+        self.vgg_weights = vgg_weights
+        self.executor = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="job")
+        self.semaphore = asyncio.Semaphore(self.slots)
+        self.flags: dict[str, threading.Event] = {}
+        self.running = 0
+
+    async def Status(self, request, context) -> spb.StatusReply:
+        return spb.StatusReply(pid=os.getpid(), device=self.device, slots=self.slots, running=self.running)
+
+    async def Cancel(self, request, context) -> spb.CancelReply:
+        flag = self.flags.get(request.job_id)
+        if flag is not None:
+            flag.set()
+        return spb.CancelReply(found=flag is not None)
+
+    async def Run(self, request: spb.RunRequest, context):
+        if request.WhichOneof("op") != "paint":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RunRequest.op: only 'paint' is supported")
+        flag = self.flags.setdefault(request.job_id, threading.Event())
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def emit(**kwargs) -> None:  # called from the job's thread
+            event = pb.JobEvent(job_id=request.job_id, time=time.time(), **kwargs)
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        entered = False
+        try:
+            async with self.semaphore:
+                self.running += 1
+                entered = True
+                yield pb.JobEvent(job_id=request.job_id, time=time.time(), started=pb.Started(worker=f"{os.getpid()}/{self.device}"))
+                future = loop.run_in_executor(self.executor, self._paint, request, flag, emit)
+                future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+                while (event := await events.get()) is not None:
+                    yield event
+                await future
+        finally:
+            flag.set()  # the server went away: stop the job rather than paint for nobody
+            self.flags.pop(request.job_id, None)
+            if entered:
+                self.running -= 1
+
+    def _paint(self, request: spb.RunRequest, flag: threading.Event, emit) -> None:
+        max_side = request.max_side or 16384
+        progress_every = max(request.progress_interval_ms, 50) / 1000
+        preview_every = max(request.preview_interval_ms, 250) / 1000
+        last = {"progress": 0.0, "preview": 0.0}
+
+        def on_progress(p) -> None:
+            if flag.is_set():
+                raise JobCancelled()
+            now = time.monotonic()
+            final = p.step >= p.total
+            if now - last["progress"] < progress_every and not final:
+                return
+            last["progress"] = now
+            msg = pb.Progress(level=p.level, levels=p.levels, step=p.step, total=p.total, loss=p.loss)
+            if now - last["preview"] >= preview_every:
+                last["preview"] = now
+                msg.preview.CopyFrom(convert.png_image(p.canvas()))
+            emit(progress=msg)
+
+        try:
+            job = convert.paint_job(request.paint, max_side, self.device, self.vgg_weights)
+            outcome = run_paint_job(job, max_side, on_progress)
+            if flag.is_set():
+                raise JobCancelled()
+            emit(result=convert.paint_result(outcome))
+        except JobCancelled:
+            emit(cancelled=pb.Cancelled())
+        except convert.WireError as e:
+            emit(error=pb.JobError(code="INVALID_ARGUMENT", message=str(e)))
+        except torch.OutOfMemoryError as e:
+            emit(error=pb.JobError(code="RESOURCE_EXHAUSTED", message=f"out of memory on {self.device}: {e}"))
+        except Exception as e:  # a bug or a broken environment: report it, keep serving
+            log.exception("job %s failed", request.job_id)
+            emit(error=pb.JobError(code="INTERNAL", message=f"{type(e).__name__}: {e}"))
+
+
+async def serve(listen: str, service: SidecarService, max_message_bytes: int = 256 << 20) -> None:
+    """Serve ``service`` on ``listen`` ('unix:/path' or 'host:port') until cancelled."""
+    options = [("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+    server = grpc.aio.server(options=options)
+    sidecar_pb2_grpc.add_SidecarServicer_to_server(service, server)
+    if server.add_insecure_port(listen) == 0 and not listen.startswith("unix:"):
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    log.info("sidecar pid %d listening on %s (%s, %d slot(s))", os.getpid(), listen, service.device, service.slots)
+    print(f"impasto sidecar ready on {listen}", flush=True)
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(1)

@@ -1,0 +1,306 @@
+"""The server, for real: `impasto serve` subprocesses on real sockets, its sidecar, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as triton
+from PIL import Image
+
+from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.client import JobFailed, StudioClient, paint_request
+from impasto.runtime.images import load_image, save_image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "addons" / "common"))
+from impasto_http import ImpastoClient, ImpastoError  # noqa: E402
+
+SMALL = dict(strokes=14, levels=2, size=128, seed=1)  # about a second on a CPU
+LONG = dict(strokes=3000, levels=3, size=128, iterations=200, seed=0)  # minutes: cancelled or killed long before
+
+
+class RunningServer:
+    def __init__(self, *args: str, env: dict | None = None):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "impasto.runtime.cli", "serve", "--port", "0", "--http-port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        line = self.process.stdout.readline()
+        match = re.search(r"gRPC on ([\d.]+):(\d+), HTTP on [\d.]+:(\d+) \(sidecar pid (\d+)", line)
+        if not match:
+            self.process.kill()
+            raise RuntimeError(f"server did not start: {line}{self.process.stderr.read()}")
+        host, grpc_port, http_port, self.sidecar_pid = match[1], match[2], match[3], int(match[4])
+        self.grpc = f"{host}:{grpc_port}"
+        self.http = f"http://{host}:{http_port}"
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("served") / "models"
+    run = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "export", "renderer_oil", "--repo", str(path),
+                          "--no-fp16", "--seed", "0"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    s = RunningServer("--repo", str(repo), "--max-message-mb", "8")
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("images") / "coffee.png"
+    save_image(load_image("example:coffee"), path)
+    return path
+
+
+def decode(png: bytes) -> np.ndarray:
+    import io
+
+    return np.array(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_generated_code_is_reproducible_from_the_protos():
+    run = subprocess.run([sys.executable, str(ROOT / "proto" / "generate.py"), "--check"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_capabilities_list_ops_options_brushes_models_and_limits(server):
+    with StudioClient(server.grpc) as client:
+        caps = client.capabilities()
+    paint = next(op for op in caps.ops if op.name == "paint")
+    options = {o.name: o for o in paint.options}
+    assert options["strokes"].default == "500" and options["brush"].choices == ["oil", "marker", "watercolor", "tape"]
+    assert {b.name for b in caps.brushes} == {"oil", "marker", "watercolor", "tape"}
+    assert [m.name for m in caps.models] == ["renderer_oil"] and caps.models[0].backend == "onnxruntime"
+    assert caps.devices == ["cpu"] and caps.limits.max_message_bytes == 8 << 20
+
+
+def test_paint_over_grpc_matches_a_local_paint_with_the_same_seed(server, photo, tmp_path):
+    args = ["--strokes", "14", "--levels", "2", "--size", "128", "--seed", "1"]
+    local = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "paint", str(photo), "-o", str(tmp_path / "local.png"),
+                            "--json", str(tmp_path / "local.json"), *args], capture_output=True, text=True)
+    assert local.returncode == 0, local.stderr
+    remote = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "client", "paint", str(photo), "-o",
+                             str(tmp_path / "remote.png"), "--json", str(tmp_path / "remote.json"), "--svg",
+                             str(tmp_path / "remote.svg"), "--server", server.grpc, *args], capture_output=True, text=True)
+    assert remote.returncode == 0, remote.stderr
+    a, b = (np.array(Image.open(tmp_path / n)) for n in ("local.png", "remote.png"))
+    assert a.shape == b.shape == (85, 128, 3)
+    assert np.array_equal(a, b)
+    assert json.loads((tmp_path / "local.json").read_text())["strokes"] == json.loads((tmp_path / "remote.json").read_text())["strokes"]
+    assert (tmp_path / "remote.svg").read_text().count("<path") + (tmp_path / "remote.svg").read_text().count("<polygon") >= 1
+
+
+def test_paint_events_arrive_in_order_with_progress_and_a_result(server, photo):
+    events = []
+    with StudioClient(server.grpc) as client:
+        result = client.paint(paint_request(photo, animation=True, **SMALL), events.append)
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[0] == "queued" and kinds[1] == "started" and kinds[-1] == "result"
+    assert "progress" in kinds and [e.seq for e in events] == list(range(1, len(events) + 1))
+    last = [e.progress for e in events if e.HasField("progress")][-1]
+    assert last.step == last.total > 0
+    assert decode(result.image.encoded).shape == (85, 128, 3)
+    assert result.animation.encoded[:6] == b"GIF89a"
+
+
+def test_paint_over_http_with_the_standard_library_client(server, photo):
+    client = ImpastoClient(server.http)
+    kinds = []
+    result = client.paint(photo.read_bytes(), SMALL, svg=True, on_event=lambda e: kinds.append(e))
+    assert "queued" in kinds[0] and "result" in kinds[-1]
+    assert decode(result["image"]).shape == (85, 128, 3)
+    assert result["svg"].startswith("<svg") and json.loads(result["strokes_json"])["format"] == "impasto.strokes"
+    png = client.render(result["strokes_json"], size=256)
+    assert decode(png).shape == (170, 256, 3)
+    assert client.job(result["job_id"])["state"] == "SUCCEEDED"
+
+
+def test_tritonclient_infers_a_renderer_as_torch_does(server):
+    from impasto.train.models.weights_io import load_shipped_renderer
+
+    client = triton.InferenceServerClient(server.grpc)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("renderer_oil")
+    assert client.get_model_config("renderer_oil").config.max_batch_size == 64
+    params = np.random.default_rng(0).random((5, 12), dtype=np.float32)
+    tensor = triton.InferInput("params", [5, 12], "FP32")
+    tensor.set_data_from_numpy(params)
+    result = client.infer("renderer_oil", [tensor])
+    with torch.inference_mode():
+        fg, alpha = load_shipped_renderer("oil")(torch.from_numpy(params))
+    assert np.abs(result.as_numpy("foreground") - fg.numpy()).max() < 1e-4
+    assert np.abs(result.as_numpy("alpha") - alpha.numpy()).max() < 1e-4
+    stats = client.get_inference_statistics("renderer_oil").model_stats[0]
+    assert stats.inference_count >= 5
+    with pytest.raises(triton.InferenceServerException, match="axis 1 must be 12"):
+        bad = triton.InferInput("params", [2, 11], "FP32")
+        bad.set_data_from_numpy(np.zeros((2, 11), np.float32))
+        client.infer("renderer_oil", [bad])
+    with pytest.raises(triton.InferenceServerException, match="unknown model"):
+        client.get_model_metadata("renderer_nope")
+
+
+def test_requests_waiting_together_are_run_as_one_batch(repo):
+    from impasto.runtime.backends import load_backend
+    from impasto.runtime.server.batching import DynamicBatcher
+
+    backend = load_backend(repo, "renderer_oil", "onnxruntime")
+    sizes = []
+    batcher = DynamicBatcher(backend, max_batch=64, max_delay_s=0.05, observe=lambda q, n: sizes.append(n))
+    requests = [{"params": np.random.default_rng(i).random((i + 1, 12), dtype=np.float32)} for i in range(5)]
+
+    async def main():
+        return await asyncio.gather(*(batcher.infer(r) for r in requests))
+
+    outputs = asyncio.run(main())
+    assert sizes and set(sizes) == {15} and batcher.stats.runs == 1  # 1+2+3+4+5 items, one backend run
+    for r, o in zip(requests, outputs):
+        assert np.allclose(o["alpha"], backend.infer(r)["alpha"], atol=1e-5)
+
+
+def test_a_job_survives_its_client_disconnecting_and_can_be_watched(server, photo):
+    with StudioClient(server.grpc) as client:
+        stream = client.paint_events(paint_request(photo, **SMALL))
+        first = next(stream)
+        stream.cancel()  # the client goes away
+        events = list(client.watch(first.job_id))
+    assert events[0].seq == 1 and events[0].HasField("queued")
+    assert events[-1].HasField("result") and decode(events[-1].result.image.encoded).shape == (85, 128, 3)
+
+
+def test_cancel_stops_a_running_job(server, photo):
+    with StudioClient(server.grpc) as client:
+        stream = client.paint_events(paint_request(photo, **LONG))
+        for event in stream:
+            if event.HasField("progress"):
+                break
+        job = client.cancel_job(event.job_id)
+        assert job.state in (pb.RUNNING, pb.CANCELLED)
+        rest = [e.WhichOneof("event") for e in stream]
+        assert rest[-1] == "cancelled"
+        assert client.get_job(event.job_id).state == pb.CANCELLED
+        assert client.get_job(event.job_id).has_result is False
+
+
+def test_bad_requests_get_clear_statuses_and_the_server_keeps_serving(server, photo):
+    def raw(w, h, c, dtype=pb.DTYPE_U8, data=None, itemsize=1):
+        return pb.Image(raw=pb.RawImage(width=w, height=h, channels=c, dtype=dtype,
+                                        data=data if data is not None else bytes(w * h * c * itemsize)))
+
+    cases = [
+        (pb.PaintRequest(image=pb.Image(encoded=b"not a png")), grpc.StatusCode.INVALID_ARGUMENT, "image is not a readable image"),
+        (pb.PaintRequest(image=raw(0, 4, 3)), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+        (pb.PaintRequest(image=raw(20000, 1, 1)), grpc.StatusCode.INVALID_ARGUMENT, "limit is 16384"),
+        (pb.PaintRequest(image=raw(4, 4, 2)), grpc.StatusCode.INVALID_ARGUMENT, "2 channels"),
+        (pb.PaintRequest(image=raw(2, 2, 3, pb.DTYPE_F32, np.full(12, np.nan, np.float32).tobytes())),
+         grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+        (pb.PaintRequest(image=raw(4, 4, 3), options=pb.PaintOptions(brush="crayon")), grpc.StatusCode.INVALID_ARGUMENT, "options.brush"),
+        (pb.PaintRequest(image=raw(4, 4, 3), options=pb.PaintOptions(strokes=0)), grpc.StatusCode.INVALID_ARGUMENT, "options.strokes"),
+        (pb.PaintRequest(image=raw(4, 4, 3), mask=raw(5, 4, 1)), grpc.StatusCode.INVALID_ARGUMENT, "mask is 5x4"),
+        (pb.PaintRequest(image=pb.Image(encoded=bytes(9 << 20))), grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
+    ]
+    with StudioClient(server.grpc) as client:
+        for request, code, text in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                list(client.paint_events(request))
+            assert info.value.code() == code, (text, info.value.details())
+            assert text in (info.value.details() or ""), info.value.details()
+        nan_strokes = json.dumps({"format": "impasto.strokes", "version": 1, "brush": "oil",
+                                  "canvas": {"width": 8, "height": 8}, "strokes": [[float("nan")] * 12]})
+        for strokes_json, text in ((nan_strokes, "field 'xc' = nan"), ("{", "not valid JSON")):
+            with pytest.raises(grpc.RpcError) as info:
+                client.render(strokes_json)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in info.value.details()
+        for call in (client.get_job, client.cancel_job):
+            with pytest.raises(grpc.RpcError) as info:
+                call("no-such-job")
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND and "no-such-job" in info.value.details()
+        assert client.capabilities().version  # still serving
+    with pytest.raises(ImpastoError) as http_error:
+        ImpastoClient(server.http).paint(b"garbage")
+    assert http_error.value.status == 400 and http_error.value.code == "INVALID_ARGUMENT"
+
+
+def test_metrics_count_requests_jobs_and_batches(server):
+    import urllib.request
+
+    text = urllib.request.urlopen(server.http + "/metrics").read().decode()
+    assert re.search(r'impasto_requests_total\{code="OK",method="/impasto.v1.Studio/Paint",transport="grpc"\} [1-9]', text)
+    assert re.search(r'impasto_jobs\{state="succeeded"\} [1-9]', text)
+    assert 'impasto_batch_size_count{model="renderer_oil"}' in text
+    assert "impasto_sidecar_restarts_total 0.0" in text
+
+
+def test_a_killed_sidecar_fails_its_job_clearly_and_the_next_job_runs(server, photo):
+    with StudioClient(server.grpc) as client:
+        stream = client.paint_events(paint_request(photo, **LONG))
+        for event in stream:
+            if event.HasField("progress"):
+                break
+        os.kill(server.sidecar_pid, signal.SIGKILL)
+        with pytest.raises(JobFailed) as failure:
+            client.wait(stream)
+        assert failure.value.code == "UNAVAILABLE" and "died" in failure.value.message
+        assert client.get_job(event.job_id).state == pb.FAILED
+        result = client.paint(paint_request(photo, **SMALL))  # a new sidecar runs it
+        assert decode(result.image.encoded).shape == (85, 128, 3)
+    import urllib.request
+
+    assert "impasto_sidecar_restarts_total 1.0" in urllib.request.urlopen(server.http + "/metrics").read().decode()
+
+
+# --- a server that requires a token -----------------------------------------------------------
+
+
+def test_token_is_enforced_on_grpc_and_http_but_health_stays_open(photo):
+    s = RunningServer(env={"IMPASTO_TOKEN": "s3cret"})
+    try:
+        with StudioClient(s.grpc) as anonymous:
+            with pytest.raises(grpc.RpcError) as info:
+                anonymous.capabilities()
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with StudioClient(s.grpc, token="wrong") as wrong:
+            with pytest.raises(grpc.RpcError):
+                wrong.capabilities()
+        with StudioClient(s.grpc, token="s3cret") as client:
+            assert client.capabilities().ops
+        assert triton.InferenceServerClient(s.grpc).is_server_live()  # health probes need no token
+        with pytest.raises(ImpastoError) as http_error:
+            ImpastoClient(s.http).capabilities()
+        assert http_error.value.status == 401
+        assert ImpastoClient(s.http, token="s3cret").capabilities()["ops"]
+        import urllib.request
+
+        assert json.loads(urllib.request.urlopen(s.http + "/v2/health/live").read())["live"] is True
+    finally:
+        s.stop()
+
+
+def test_listening_beyond_loopback_needs_a_token_tls_or_insecure():
+    run = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--token" in run.stderr and "--insecure" in run.stderr
