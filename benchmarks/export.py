@@ -12,26 +12,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import tempfile
-import time
 import torch
+from timing import median_seconds
 
 from impasto.export.pipeline import export_model
 from impasto.export.registry import get_model
 from impasto.export.repository import list_models
 from impasto.runtime.backends import available_backends, load_backend
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -162,6 +161,19 @@ def test_tritonclient_infers_a_renderer_as_torch_does(server):
         client.infer("renderer_oil", [bad])
     with pytest.raises(triton.InferenceServerException, match="unknown model"):
         client.get_model_metadata("renderer_nope")
+    # the bidirectional stream: results and errors come back per request
+    import queue
+
+    replies: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: replies.put((result, error)))
+    client.async_stream_infer("renderer_oil", [tensor], request_id="a")
+    client.async_stream_infer("renderer_nope", [tensor], request_id="b")
+    got = [replies.get(timeout=30) for _ in range(2)]
+    client.stop_stream()
+    ok = [r for r, e in got if e is None]
+    failed = [e for r, e in got if e is not None]
+    assert len(ok) == 1 and np.abs(ok[0].as_numpy("alpha") - alpha.numpy()).max() < 1e-4
+    assert len(failed) == 1 and "renderer_nope" in str(failed[0])
 
 
 def test_requests_waiting_together_are_run_as_one_batch(repo):
@@ -304,3 +316,79 @@ def test_listening_beyond_loopback_needs_a_token_tls_or_insecure():
     run = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "serve", "--host", "0.0.0.0", "--port", "0"],
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--token" in run.stderr and "--insecure" in run.stderr
+
+
+def test_raw_images_in_every_dtype_order_and_transfer_decode_alike():
+    from impasto.runtime.api.convert import WireError, image_to_tensor, mask_to_tensor, srgb_to_linear
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (3, 5, 3), dtype=np.uint8)  # H=3, W=5
+    expected = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+
+    def raw(array, **kw):
+        h, w, c = array.shape
+        dtype = {np.uint8: pb.DTYPE_U8, np.float16: pb.DTYPE_F16, np.float32: pb.DTYPE_F32}[array.dtype.type]
+        return pb.Image(raw=pb.RawImage(width=w, height=h, channels=c, dtype=dtype, data=array.tobytes(), **kw))
+
+    bgra = np.concatenate([rgb[..., ::-1], np.full((3, 5, 1), 255, np.uint8)], axis=2)  # Krita's bytes
+    assert torch.allclose(image_to_tensor(raw(bgra, order=pb.ORDER_BGR), "image", 64), expected)
+    linear = srgb_to_linear(expected).permute(1, 2, 0).numpy()[::-1].astype(np.float32)  # Blender: linear, bottom-up
+    decoded = image_to_tensor(raw(np.ascontiguousarray(linear), transfer=pb.TRANSFER_LINEAR, bottom_up=True), "image", 64)
+    assert torch.allclose(decoded, expected, atol=1e-4)
+    half = image_to_tensor(raw(rgb.astype(np.float16) / 255), "image", 64)
+    assert torch.allclose(half, expected, atol=2e-3)
+    alpha = np.zeros((3, 5, 4), np.uint8)
+    alpha[..., 3] = 255
+    alpha[0, :, 3] = 0  # a transparent top row: outside the selection
+    mask = mask_to_tensor(raw(alpha), "mask", 64, (3, 5))
+    assert mask[0, 0].eq(0).all() and mask[0, 1:].eq(1).all()
+    with pytest.raises(WireError, match="raw data is 10 bytes"):
+        image_to_tensor(pb.Image(raw=pb.RawImage(width=2, height=2, channels=3, data=bytes(10))), "style", 64)
+
+
+def test_an_external_sidecar_serves_jobs_and_the_job_limit_holds(photo, tmp_path):
+    socket = tmp_path / "sidecar.sock"
+    sidecar = subprocess.Popen([sys.executable, "-m", "impasto.runtime.sidecar", "--listen", f"unix:{socket}"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert "ready" in sidecar.stdout.readline()
+        s = RunningServer("--sidecar", f"unix:{socket}", "--max-jobs", "1")
+        try:
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            with grpc.insecure_channel(s.grpc) as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="impasto.v1.Studio"))
+                assert health.status == health_pb2.HealthCheckResponse.SERVING
+            with StudioClient(s.grpc) as client:
+                long_job = client.paint_events(paint_request(photo, **LONG))
+                first = next(long_job)
+                with pytest.raises(grpc.RpcError) as info:
+                    list(client.paint_events(paint_request(photo, **SMALL)))
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit 1" in info.value.details()
+                client.cancel_job(first.job_id)
+                assert [e.WhichOneof("event") for e in long_job][-1] == "cancelled"
+                result = client.paint(paint_request(photo, **SMALL))  # run by the external sidecar
+                assert result.width == 128
+        finally:
+            s.stop()
+        assert sidecar.poll() is None  # the server does not own an external sidecar
+    finally:
+        sidecar.kill()
+
+
+def test_tls_server_accepts_clients_that_trust_its_certificate(photo, tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                           "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a test certificate: {made.stderr.strip()[:200]}")
+    s = RunningServer("--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        with StudioClient(s.grpc, tls_ca=str(cert)) as client:
+            assert client.capabilities().ops
+        with StudioClient(s.grpc) as plaintext:  # a client that does not speak TLS is refused
+            with pytest.raises(grpc.RpcError):
+                plaintext.capabilities()
+    finally:
+        s.stop()
