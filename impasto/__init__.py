@@ -3,6 +3,8 @@
     import impasto
     result = impasto.paint(image)            # (3, H, W) tensor in [0, 1] -> Painting
     result.strokes, result.canvas
+    tile = impasto.texture(exemplar, (1024, 1024), impasto.SynthesisOptions(tileable=True))
+    styled = impasto.stylize(content, style)
 
 Everything else lives in impasto.train (engine, models), impasto.export and impasto.runtime;
 names here are imported lazily so that ``import impasto`` stays light.
@@ -18,6 +20,9 @@ _API = {
     "paint": ("impasto.runtime.ops.paint", "paint"),
     "PaintOptions": ("impasto.runtime.ops.paint", "PaintOptions"),
     "Painting": ("impasto.runtime.ops.paint", "Painting"),
+    "texture": ("impasto.runtime.ops.texture", "texture"),
+    "stylize": ("impasto.runtime.ops.stylize", "stylize"),
+    "SynthesisOptions": ("impasto.runtime.ops.synthesis", "SynthesisOptions"),
     "get_brush": ("impasto.train.brushes", "get_brush"),
     "render_strokes": ("impasto.train.brushes", "render_strokes"),
     "load_image": ("impasto.runtime.images", "load_image"),
@@ -27,6 +32,9 @@ _API = {
 if TYPE_CHECKING:
     from impasto.runtime.images import load_image, save_image  # noqa: F401
     from impasto.runtime.ops.paint import PaintOptions, Painting, paint  # noqa: F401
+    from impasto.runtime.ops.stylize import stylize  # noqa: F401
+    from impasto.runtime.ops.synthesis import SynthesisOptions  # noqa: F401
+    from impasto.runtime.ops.texture import texture  # noqa: F401
     from impasto.train.brushes import get_brush, render_strokes  # noqa: F401
 
 __all__ = list(_API)

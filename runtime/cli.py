@@ -96,6 +96,49 @@ def _parser() -> argparse.ArgumentParser:
     re_.add_argument("--json", action="store_true", help="print what was written as JSON")
     re_.set_defaults(func=_cmd_render)
 
+    def synthesis_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--loss", default="histogram", choices=["histogram", "gram", "sliced"],
+                       help="histogram: Gram + histogram losses (Risser et al., default); gram: Gram only (Gatys); "
+                       "sliced: sliced Wasserstein (Heitz et al.)")
+        p.add_argument("--iterations", type=int, default=100, help="optimisation steps per scale (default 100)")
+        p.add_argument("--scales", type=int, default=0, help="coarse-to-fine scales (default 0: as many as fit, up to 4)")
+        p.add_argument("--lr", type=float, default=0.02, help="Adam learning rate on pixels (default 0.02)")
+        p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight (smoothness; default 0)")
+        p.add_argument("--no-balance", dest="balance", action="store_false", help="turn off automatic loss balancing (gradient normalisation)")
+        p.add_argument("--features", default="vgg19", choices=["vgg19", "random"], help="VGG-19 with ImageNet weights (default; see IMPASTO_VGG_WEIGHTS) or the random-weight stand-in (weak, for testing)")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
+        p.add_argument("--seed", type=int, default=0, help="random seed")
+        p.add_argument("--json", action="store_true", help="print what was written as JSON")
+
+    tx = sub.add_parser(
+        "texture",
+        help="grow a texture of any size from an exemplar (histogram losses; optionally tileable)",
+        description="Neural texture synthesis (Risser et al. 2017): VGG-19 feature statistics of the exemplar, "
+        "matched coarse to fine with Gram + histogram losses and automatic balancing. See docs/texture.md.",
+    )
+    tx.add_argument("exemplar", help="the texture sample (PNG, JPEG, ...), or example:NAME")
+    tx.add_argument("-o", "--output", required=True, help="PNG to write")
+    tx.add_argument("--size", default="512x512", help="WIDTHxHEIGHT of the output (default 512x512)")
+    tx.add_argument("--tileable", action="store_true", help="make the texture wrap around seamlessly")
+    synthesis_arguments(tx)
+    tx.set_defaults(func=_cmd_texture)
+
+    st = sub.add_parser(
+        "stylize",
+        help="restyle an image after another (histogram losses; optional per-region style from label maps)",
+        description="Neural style transfer with histogram losses (Risser et al. 2017): CONTENT keeps its VGG-19 relu4_2 "
+        "features, its style statistics move to STYLE's. With --content-labels and --style-labels (flat-colour maps), "
+        "each region takes the style of the region of the same colour. See docs/texture.md.",
+    )
+    st.add_argument("content", help="the picture to restyle")
+    st.add_argument("style", help="the style image")
+    st.add_argument("-o", "--output", required=True, help="PNG to write")
+    st.add_argument("--content-labels", default=None, help="label map of CONTENT (same size, flat colours)")
+    st.add_argument("--style-labels", default=None, help="label map of STYLE (same size, the same colours)")
+    st.add_argument("--content-weight", type=float, default=1.0, help="weight of the content loss against the style (default 1)")
+    synthesis_arguments(st)
+    st.set_defaults(func=_cmd_stylize)
+
     t = sub.add_parser("train", help="train models (renderer)", description="Train impasto's models.")
     tsub = t.add_subparsers(dest="model", metavar="MODEL", required=True)
     r = tsub.add_parser(
@@ -420,6 +463,88 @@ def _cmd_client_paint(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _synthesis_options(args: argparse.Namespace, settings, tileable: bool = False):
+    from impasto.runtime.ops.synthesis import SynthesisOptions
+    from impasto.train.loops.renderer import resolve_device
+
+    try:
+        device = str(resolve_device(settings.device))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    options = SynthesisOptions(loss=args.loss, iterations=args.iterations, scales=args.scales, lr=args.lr,
+                               tv_weight=args.tv_weight, balance=args.balance, tileable=tileable, seed=args.seed,
+                               device=device, features=args.features, vgg_weights=settings.vgg_weights or None,
+                               content_weight=getattr(args, "content_weight", 1.0))
+    options.validate()
+    return options
+
+
+def _synthesis_bar(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(total=1, desc=desc, unit="step", disable=None)
+
+    def on_progress(p) -> None:
+        bar.total = p.total
+        bar.set_postfix(scale=f"{p.scale}/{p.scales}", loss=f"{p.loss:.4g}", refresh=False)
+        bar.update(p.step - bar.n)
+
+    return bar, on_progress
+
+
+def _cmd_texture(args: argparse.Namespace) -> dict:
+    import time
+
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.images import load_image, save_image
+    from impasto.runtime.ops.texture import texture
+
+    settings = load_settings({"device": args.device})
+    _check_outputs(args.output)
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--size must be WIDTHxHEIGHT, e.g. 1024x1024, got '{args.size}'") from None
+    exemplar = load_image(args.exemplar, max_side=settings.max_side, what="exemplar")
+    options = _synthesis_options(args, settings, tileable=args.tileable)
+    bar, on_progress = _synthesis_bar("texture")
+    t0 = time.perf_counter()
+    try:
+        result = texture(exemplar, (h, w), options, max_side=settings.max_side, progress=on_progress)
+    finally:
+        bar.close()
+    save_image(result, args.output)
+    return {"output": args.output, "size": [w, h], "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def _cmd_stylize(args: argparse.Namespace) -> dict:
+    import time
+
+    from impasto.runtime.config import load_settings
+    from impasto.runtime.images import load_image, save_image
+    from impasto.runtime.ops.stylize import stylize
+
+    settings = load_settings({"device": args.device})
+    _check_outputs(args.output)
+    if bool(args.content_labels) != bool(args.style_labels):
+        raise UsageError("give both --content-labels and --style-labels, or neither")
+    content = load_image(args.content, max_side=settings.max_side, what="content image")
+    style = load_image(args.style, max_side=settings.max_side, what="style image")
+    labels = {}
+    if args.content_labels:
+        labels = {"content_labels": load_image(args.content_labels, max_side=settings.max_side, what="content label map"),
+                  "style_labels": load_image(args.style_labels, max_side=settings.max_side, what="style label map")}
+    options = _synthesis_options(args, settings)
+    bar, on_progress = _synthesis_bar("stylize")
+    t0 = time.perf_counter()
+    try:
+        result = stylize(content, style, options, progress=on_progress, **labels)
+    finally:
+        bar.close()
+    save_image(result, args.output)
+    return {"output": args.output, "size": [int(result.shape[2]), int(result.shape[1])], "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _cmd_models(args: argparse.Namespace) -> dict:
     from impasto.export.repository import list_models, read_model
     from impasto.runtime.backends import available_backends
@@ -693,8 +818,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.export.tensorrt import EngineBuildError, TensorRTUnavailable
     from impasto.runtime.backends import InferenceInputError
     from impasto.runtime.ops.paint_job import PaintRequestError
+    from impasto.runtime.ops.synthesis import SynthesisInputError
 
-    return (UsageError, PaintRequestError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
+    return (UsageError, PaintRequestError, SynthesisInputError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
             StrokeFileError, VGGWeightsMissing, ExportError, InvalidModelNameError, UnknownModelError,
             RepositoryError, TensorRTUnavailable, EngineBuildError, InferenceInputError)
 

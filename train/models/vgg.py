@@ -125,7 +125,7 @@ def find_vgg_weights(setting: str | None = None) -> dict[str, torch.Tensor]:
         + "; ".join(tried)
         + "). Either set IMPASTO_VGG_WEIGHTS (or vgg_weights in the config file) to a local copy of "
         f"torchvision's {TORCHVISION_FILE}, put that file in {cached.parent}, or install torchvision on a "
-        "machine that is online. To run anyway with untrained features (much weaker style), use the random stand-in."
+        "machine that is online. To run anyway with untrained features (much weaker style), use the random stand-in (--features random)."
     )
 
 

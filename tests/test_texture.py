@@ -1,0 +1,173 @@
+"""Texture synthesis and style transfer: the losses, the optimiser, tiling, regions, bad input, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from impasto.runtime.images import load_image, resize, save_image
+from impasto.runtime.ops.stylize import stylize
+from impasto.runtime.ops.synthesis import FeatureNet, SynthesisInputError, SynthesisOptions
+from impasto.runtime.ops.texture import texture
+from impasto.train.losses.statistics import (
+    gram_loss,
+    gram,
+    histogram_loss,
+    match_histograms,
+    sliced_wasserstein_loss,
+    sorted_features,
+)
+
+
+class TinyFeatures(FeatureNet):
+    """A small random conv net standing in for VGG-19 in tests (three layers, two poolings)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.style_layers = ("a", "b", "c")
+        self.min_side = 16
+        self.convs = nn.ModuleList([nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)])
+        for conv in self.convs:
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2 / (conv.in_channels * 9)) ** 0.5)
+                conv.bias.zero_()
+        self.requires_grad_(False)
+
+    def forward(self, x, circular=False):
+        for conv in self.convs:
+            conv.padding_mode = "circular" if circular else "zeros"
+        a = torch.relu(self.convs[0](x))
+        b = torch.relu(self.convs[1](nn.functional.avg_pool2d(a, 2)))
+        c = torch.relu(self.convs[2](nn.functional.avg_pool2d(b, 2)))
+        return {"a": a, "b": b, "c": c, "relu4_2": c}
+
+
+@pytest.fixture(scope="module")
+def exemplar() -> torch.Tensor:
+    return resize(load_image("example:coffee"), 64, 96)
+
+
+def test_histogram_matching_maps_one_distribution_onto_another_exactly():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 500, generator=g)
+    target = (torch.rand(3, 500, generator=g) * torch.tensor([[1.0], [5.0], [10.0]])).sort(dim=1).values
+    out = match_histograms(x, target)
+    assert torch.equal(out.sort(dim=1).values, target)  # exactly the target's values
+    assert torch.equal(out.argsort(dim=1), x.argsort(dim=1))  # in x's order
+    # different sizes: the quantiles match
+    small = match_histograms(x[:, :100], target)
+    assert torch.allclose(small.sort(dim=1).values[:, [0, 49, 99]], target[:, [2, 247, 497]], atol=0.15)
+
+
+@pytest.mark.parametrize("loss", ["histogram", "gram", "sliced"])
+def test_each_loss_decreases_under_optimisation(loss, exemplar):
+    seen = []
+    out = texture(exemplar, (48, 64), SynthesisOptions(loss=loss, iterations=40, scales=1), net=TinyFeatures(),
+                  progress=lambda p: seen.append(p.loss))
+    assert out.shape == (3, 48, 64) and 0 <= out.min() and out.max() <= 1
+    assert len(seen) == 40 and np.mean(seen[-5:]) < 0.5 * np.mean(seen[:5]), (seen[:5], seen[-5:])
+
+
+def test_loss_terms_are_zero_on_the_exemplar_itself(exemplar):
+    f = TinyFeatures()(exemplar.unsqueeze(0))["b"]
+    assert histogram_loss(f, sorted_features(f)).item() == pytest.approx(0, abs=1e-10)
+    assert gram_loss(f, gram(f)).item() == pytest.approx(0, abs=1e-10)
+    assert sliced_wasserstein_loss(f, f).item() == pytest.approx(0, abs=1e-10)
+
+
+def test_tileable_textures_wrap_without_a_seam(exemplar):
+    net = TinyFeatures()
+    out = texture(exemplar, (64, 64), SynthesisOptions(iterations=60, scales=2, tileable=True, seed=3), net=net)
+
+    def seam_ratio(img):
+        inside_x = (img[:, :, 1:] - img[:, :, :-1]).abs().mean()
+        across_x = (img[:, :, 0] - img[:, :, -1]).abs().mean()
+        inside_y = (img[:, 1:] - img[:, :-1]).abs().mean()
+        across_y = (img[:, 0] - img[:, -1]).abs().mean()
+        return float(across_x / inside_x), float(across_y / inside_y)
+
+    rx, ry = seam_ratio(out)
+    assert rx < 1.5 and ry < 1.5, (rx, ry)  # the wrap looks like any other column/row
+    tiled = out.repeat(1, 2, 2)  # and a 2x2 tiling has no visible grid
+    assert tiled.shape == (3, 128, 128)
+
+
+def test_localized_style_gives_each_region_its_exemplars_statistics():
+    red, blue = torch.tensor([0.9, 0.2, 0.1]), torch.tensor([0.1, 0.3, 0.9])
+    g = torch.Generator().manual_seed(0)
+    style = torch.empty(3, 64, 64)
+    style[:, :, :32] = red[:, None, None] + 0.05 * torch.randn(3, 64, 32, generator=g)
+    style[:, :, 32:] = blue[:, None, None] + 0.05 * torch.randn(3, 64, 32, generator=g)
+    style = style.clamp(0, 1)
+    style_labels = torch.zeros(3, 64, 64)
+    style_labels[:, :, 32:] = 1.0  # black = red region, white = blue region
+    content = torch.full((3, 64, 64), 0.5)
+    content_labels = torch.zeros(3, 64, 64)
+    content_labels[:, 32:] = 1.0  # top half black, bottom half white
+    out = stylize(content, style, SynthesisOptions(iterations=80, scales=1, content_weight=0.01), net=TinyFeatures(),
+                  content_labels=content_labels, style_labels=style_labels)
+    top, bottom = out[:, :28].mean((1, 2)), out[:, 36:].mean((1, 2))
+    assert (top - red).norm() < (top - blue).norm() and (bottom - blue).norm() < (bottom - red).norm(), (top, bottom)
+
+
+def test_bad_inputs_are_named(exemplar):
+    net = TinyFeatures()
+    with pytest.raises(SynthesisInputError, match="exemplar is 10x10; the network needs at least 16"):
+        texture(torch.rand(3, 10, 10), (32, 32), net=net)
+    with pytest.raises(SynthesisInputError, match="outside 1..100"):
+        texture(exemplar, (200, 32), max_side=100, net=net)
+    with pytest.raises(SynthesisInputError, match="NaN"):
+        texture(torch.full((3, 32, 32), float("nan")), (32, 32), net=net)
+    content, style = torch.rand(3, 32, 32), torch.rand(3, 32, 32)
+    with pytest.raises(SynthesisInputError, match="output's label map is 16x16"):
+        stylize(content, style, net=net, content_labels=torch.zeros(3, 16, 16), style_labels=torch.zeros(3, 32, 32))
+    labels_out = torch.zeros(3, 32, 32)
+    labels_out[0, :16] = 1.0  # a red region the style's labels do not have
+    with pytest.raises(SynthesisInputError, match="colour #ff0000, which the exemplar's label map does not have"):
+        stylize(content, style, net=net, content_labels=labels_out, style_labels=torch.zeros(3, 32, 32))
+    with pytest.raises(SynthesisInputError, match="loss must be one of"):
+        texture(exemplar, (32, 32), SynthesisOptions(loss="l2"), net=net)
+
+
+def _impasto(*args, env=None):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "impasto.runtime.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_texture_and_stylize_commands(tmp_path):
+    ex = tmp_path / "ex.png"
+    save_image(resize(load_image("example:coffee"), 80, 120), ex)
+    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--size", "96x64", "--tileable",
+                   "--features", "random", "--iterations", "3")
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "t.png").size == (96, 64)
+    run = _impasto("stylize", str(ex), str(ex), "-o", str(tmp_path / "s.png"), "--features", "random", "--iterations", "2")
+    assert run.returncode == 0, run.stderr
+    assert Image.open(tmp_path / "s.png").size == (120, 80)
+    for args, message in (
+        (["texture", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.png")], "does not exist"),
+        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--size", "big"], "WIDTHxHEIGHT"),
+        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--size", "99999x64", "--features", "random"], "outside"),
+        (["stylize", str(ex), str(ex), "-o", str(tmp_path / "x.png"), "--content-labels", str(ex)], "both"),
+    ):
+        run = _impasto(*args)
+        assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert not (tmp_path / "x.png").exists()
+
+
+def test_missing_vgg_weights_offline_say_how_to_get_them(tmp_path):
+    ex = tmp_path / "ex.png"
+    save_image(resize(load_image("example:coffee"), 80, 120), ex)
+    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--size", "64x64",
+                   env={"TORCH_HOME": str(tmp_path / "empty"), "IMPASTO_VGG_WEIGHTS": ""})
+    assert run.returncode == 2
+    assert "VGG-19 weights" in run.stderr and "IMPASTO_VGG_WEIGHTS" in run.stderr and "--features random" in run.stderr
