@@ -396,3 +396,26 @@ def test_tls_server_accepts_clients_that_trust_its_certificate(photo, tmp_path):
                 plaintext.capabilities()
     finally:
         s.stop()
+
+
+def test_texture_and_stylize_jobs_run_on_the_server(server, photo):
+    options = pb.SynthesisOptions(features="random", iterations=2, scales=1)
+    request = pb.TextureRequest(exemplar=pb.Image(encoded=photo.read_bytes()), width=96, height=64, tileable=True, options=options)
+    with StudioClient(server.grpc) as client:
+        kinds = {o.name for o in client.capabilities().ops}
+        assert {"paint", "render", "texture", "stylize"} <= kinds
+        events = []
+        result = client.texture(request, events.append)
+        assert decode(result.image.encoded).shape == (64, 96, 3) and result.width == 96
+        assert [e.WhichOneof("event") for e in events][:2] == ["queued", "started"]
+        small = pb.Image(encoded=photo.read_bytes())
+        styled = client.stylize(pb.StylizeRequest(content=small, style=small, options=options))
+        assert decode(styled.image.encoded).shape == decode(photo.read_bytes()).shape
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.texture_events(pb.TextureRequest(exemplar=small, width=99999, options=options)))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in info.value.details()
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.stylize_events(pb.StylizeRequest(content=small, style=small, content_labels=small, options=options)))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "both" in info.value.details()
+    http = ImpastoClient(server.http).texture(photo.read_bytes(), 64, 64, options={"features": "random", "iterations": 1, "scales": 1})
+    assert decode(http["image"]).shape == (64, 64, 3)

@@ -98,8 +98,34 @@ class ImpastoClient:
             if data is not None:
                 request[name] = {"ref": name}
                 files[name] = data
+        return self._start("/v1/paint", request, files, on_event)
+
+    def _start(self, route: str, request: dict, files: dict[str, bytes], on_event):
         body, ctype = _multipart(request, files)
-        return self._events(self._open("POST", "/v1/paint", body, ctype, timeout=3600), on_event)
+        return self._events(self._open("POST", route, body, ctype, timeout=3600), on_event)
+
+    def texture_events(self, exemplar: bytes, width: int = 512, height: int = 512, *, tileable: bool = False,
+                       options: dict | None = None, on_event=None):
+        """Start a texture job; yields its events until it ends (follow them with ``finish``)."""
+        request = {"exemplar": {"ref": "exemplar"}, "width": width, "height": height, "tileable": tileable,
+                   "options": options or {}}
+        return self._start("/v1/texture", request, {"exemplar": exemplar}, on_event)
+
+    def stylize_events(self, content: bytes, style: bytes, *, content_labels: bytes | None = None,
+                       style_labels: bytes | None = None, options: dict | None = None, on_event=None):
+        request: dict = {"content": {"ref": "content"}, "style": {"ref": "style"}, "options": options or {}}
+        files = {"content": content, "style": style}
+        for name, data in (("content_labels", content_labels), ("style_labels", style_labels)):
+            if data is not None:
+                request[name] = {"ref": name}
+                files[name] = data
+        return self._start("/v1/stylize", request, files, on_event)
+
+    def texture(self, exemplar: bytes, width: int = 512, height: int = 512, **kwargs) -> dict:
+        return self.finish(self.texture_events(exemplar, width, height, **kwargs))
+
+    def stylize(self, content: bytes, style: bytes, **kwargs) -> dict:
+        return self.finish(self.stylize_events(content, style, **kwargs))
 
     def watch(self, job_id: str, on_event=None):
         return self._events(self._open("GET", f"/v1/jobs/{job_id}/events", timeout=3600), on_event)
@@ -107,6 +133,11 @@ class ImpastoClient:
     def finish(self, events) -> dict:
         """Follow ``events`` to the end: the result with its files fetched, or :class:`ImpastoError`."""
         for event in events:
+            if "image_result" in event:
+                result = dict(event["image_result"])
+                result["job_id"] = event["job_id"]
+                result["image"] = self.fetch(result["image"]["ref"])
+                return result
             if "result" in event:
                 result = dict(event["result"])
                 result["job_id"] = event["job_id"]

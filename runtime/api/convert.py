@@ -215,3 +215,87 @@ def paint_result(outcome: PaintOutcome) -> pb.PaintResult:
     if outcome.animation_gif is not None:
         result.animation.encoded = outcome.animation_gif
     return result
+
+
+# --- texture and stylize -----------------------------------------------------------------------
+
+_SYNTHESIS_CHOICES = {"loss": ["histogram", "gram", "sliced"], "features": ["vgg19", "random"]}
+_SYNTHESIS_RANGES = {"iterations": (1, 100_000), "scales": (0, 8), "lr": (1e-6, 10.0), "content_weight": (0.0, 1e6),
+                     "tv_weight": (0.0, 1e6)}
+_SYNTHESIS_HELP = {
+    "loss": "histogram: Gram + histogram losses (Risser et al.); gram: Gram only (Gatys); sliced: sliced Wasserstein",
+    "iterations": "optimisation steps per scale",
+    "scales": "coarse-to-fine scales (0: as many as fit, up to 4)",
+    "lr": "Adam learning rate on pixels",
+    "content_weight": "stylize: weight of the content against the style",
+    "tv_weight": "total-variation weight (smoothness)",
+    "features": "VGG-19 with ImageNet weights, or a random-weight stand-in (weak)",
+    "seed": "random seed",
+}
+DEFAULT_TEXTURE_SIDE = 512
+
+
+def synthesis_option_infos(extra: list[pb.OptionInfo] = ()) -> list[pb.OptionInfo]:
+    from impasto.runtime.ops.synthesis import SynthesisOptions
+
+    defaults = SynthesisOptions()
+    infos = list(extra)
+    for name, field in pb.SynthesisOptions.DESCRIPTOR.fields_by_name.items():
+        type_name = {9: "string", 13: "int", 3: "int", 2: "float"}.get(field.type, "string")
+        lo, hi = _SYNTHESIS_RANGES.get(name, (0, 0))
+        infos.append(pb.OptionInfo(name=name, type=type_name, default=str(getattr(defaults, name)),
+                                   choices=_SYNTHESIS_CHOICES.get(name, []), min=lo, max=hi, help=_SYNTHESIS_HELP.get(name, "")))
+    return infos
+
+
+def synthesis_options(msg: pb.SynthesisOptions, device: str, vgg_weights: str | None, tileable: bool = False):
+    """SynthesisOptions from the wire; unset fields take the defaults, bad ones raise WireError."""
+    from impasto.runtime.ops.synthesis import SynthesisInputError, SynthesisOptions
+
+    values = {}
+    for name in pb.SynthesisOptions.DESCRIPTOR.fields_by_name:
+        if msg.HasField(name):
+            value = getattr(msg, name)
+            if isinstance(value, float) and not np.isfinite(value):
+                raise WireError(f"options.{name} must be a finite number, got {value}")
+            if name in _SYNTHESIS_CHOICES and value not in _SYNTHESIS_CHOICES[name]:
+                raise WireError(f"options.{name} '{value}' is not one of {', '.join(_SYNTHESIS_CHOICES[name])}")
+            if name in _SYNTHESIS_RANGES and not _SYNTHESIS_RANGES[name][0] <= value <= _SYNTHESIS_RANGES[name][1]:
+                lo, hi = _SYNTHESIS_RANGES[name]
+                raise WireError(f"options.{name} must be between {lo:g} and {hi:g}, got {value:g}")
+            values[name] = value
+    options = SynthesisOptions(**values, tileable=tileable, device=device, vgg_weights=vgg_weights)
+    try:
+        options.validate()
+    except SynthesisInputError as e:
+        raise WireError(str(e)) from None
+    return options
+
+
+def texture_inputs(req: pb.TextureRequest, max_side: int, device: str = "cpu", vgg_weights: str | None = None):
+    """(exemplar, (H, W), options) of a TextureRequest, checked."""
+    exemplar = image_to_tensor(req.exemplar, "exemplar", max_side)
+    w, h = req.width or DEFAULT_TEXTURE_SIDE, req.height or DEFAULT_TEXTURE_SIDE
+    if max(w, h) > max_side:
+        raise WireError(f"width x height is {w}x{h}; the limit is {max_side} px a side")
+    return exemplar, (h, w), synthesis_options(req.options, device, vgg_weights, req.tileable)
+
+
+def stylize_inputs(req: pb.StylizeRequest, max_side: int, device: str = "cpu", vgg_weights: str | None = None):
+    """(content, style, labels dict, options) of a StylizeRequest, checked."""
+    content = image_to_tensor(req.content, "content", max_side)
+    style = image_to_tensor(req.style, "style", max_side)
+    if req.HasField("content_labels") != req.HasField("style_labels"):
+        raise WireError("give both content_labels and style_labels, or neither")
+    labels = {}
+    if req.HasField("content_labels"):
+        labels = {"content_labels": image_to_tensor(req.content_labels, "content_labels", max_side),
+                  "style_labels": image_to_tensor(req.style_labels, "style_labels", max_side)}
+        for name, image, ref in (("content_labels", labels["content_labels"], content), ("style_labels", labels["style_labels"], style)):
+            if image.shape != ref.shape:
+                raise WireError(f"{name} is {image.shape[2]}x{image.shape[1]}, its image {ref.shape[2]}x{ref.shape[1]}: they must match")
+    return content, style, labels, synthesis_options(req.options, device, vgg_weights)
+
+
+def image_result(image: torch.Tensor, seconds: float) -> pb.ImageResult:
+    return pb.ImageResult(image=png_image(image), width=int(image.shape[2]), height=int(image.shape[1]), seconds=seconds)

@@ -149,6 +149,70 @@ class PaintResult(_message.Message):
     seconds: float
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., strokes_json: _Optional[str] = ..., svg: _Optional[str] = ..., animation: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., strokes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
+class SynthesisOptions(_message.Message):
+    __slots__ = ("loss", "iterations", "scales", "lr", "content_weight", "tv_weight", "features", "seed")
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    loss: str
+    iterations: int
+    scales: int
+    lr: float
+    content_weight: float
+    tv_weight: float
+    features: str
+    seed: int
+    def __init__(self, loss: _Optional[str] = ..., iterations: _Optional[int] = ..., scales: _Optional[int] = ..., lr: _Optional[float] = ..., content_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., features: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class TextureRequest(_message.Message):
+    __slots__ = ("exemplar", "width", "height", "tileable", "options", "preview_interval_ms")
+    EXEMPLAR_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TILEABLE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    exemplar: Image
+    width: int
+    height: int
+    tileable: bool
+    options: SynthesisOptions
+    preview_interval_ms: int
+    def __init__(self, exemplar: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tileable: _Optional[bool] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+
+class StylizeRequest(_message.Message):
+    __slots__ = ("content", "style", "content_labels", "style_labels", "options", "preview_interval_ms")
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    STYLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    STYLE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    content: Image
+    style: Image
+    content_labels: Image
+    style_labels: Image
+    options: SynthesisOptions
+    preview_interval_ms: int
+    def __init__(self, content: _Optional[_Union[Image, _Mapping]] = ..., style: _Optional[_Union[Image, _Mapping]] = ..., content_labels: _Optional[_Union[Image, _Mapping]] = ..., style_labels: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+
+class ImageResult(_message.Message):
+    __slots__ = ("image", "width", "height", "seconds")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    width: int
+    height: int
+    seconds: float
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
 class RenderRequest(_message.Message):
     __slots__ = ("strokes_json", "size", "canvas", "canvas_image")
     STROKES_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -212,7 +276,7 @@ class Cancelled(_message.Message):
     def __init__(self) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "seq", "time", "queued", "started", "progress", "result", "error", "cancelled")
+    __slots__ = ("job_id", "seq", "time", "queued", "started", "progress", "result", "error", "cancelled", "image_result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +286,7 @@ class JobEvent(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     time: float
@@ -231,7 +296,8 @@ class JobEvent(_message.Message):
     result: PaintResult
     error: JobError
     cancelled: Cancelled
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PaintResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ...) -> None: ...
+    image_result: ImageResult
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PaintResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., image_result: _Optional[_Union[ImageResult, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "op", "state", "created", "started", "finished", "progress", "error", "has_result", "expires")

@@ -44,6 +44,16 @@ class StudioStub:
                 request_serializer=impasto_dot_v1_dot_studio__pb2.PaintRequest.SerializeToString,
                 response_deserializer=impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.Texture = channel.unary_stream(
+                '/impasto.v1.Studio/Texture',
+                request_serializer=impasto_dot_v1_dot_studio__pb2.TextureRequest.SerializeToString,
+                response_deserializer=impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.Stylize = channel.unary_stream(
+                '/impasto.v1.Studio/Stylize',
+                request_serializer=impasto_dot_v1_dot_studio__pb2.StylizeRequest.SerializeToString,
+                response_deserializer=impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.Render = channel.unary_unary(
                 '/impasto.v1.Studio/Render',
                 request_serializer=impasto_dot_v1_dot_studio__pb2.RenderRequest.SerializeToString,
@@ -84,6 +94,20 @@ class StudioServicer:
     def Paint(self, request, context):
         """Start a paint job and stream its events (queued, started, progress, result or error).
         The job survives the client disconnecting: re-attach with WatchJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Texture(self, request, context):
+        """Grow a texture (optionally tileable) from an exemplar; a job, like Paint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Stylize(self, request, context):
+        """Restyle an image after another (optionally region by region); a job, like Paint.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +156,16 @@ def add_StudioServicer_to_server(servicer, server):
             'Paint': grpc.unary_stream_rpc_method_handler(
                     servicer.Paint,
                     request_deserializer=impasto_dot_v1_dot_studio__pb2.PaintRequest.FromString,
+                    response_serializer=impasto_dot_v1_dot_studio__pb2.JobEvent.SerializeToString,
+            ),
+            'Texture': grpc.unary_stream_rpc_method_handler(
+                    servicer.Texture,
+                    request_deserializer=impasto_dot_v1_dot_studio__pb2.TextureRequest.FromString,
+                    response_serializer=impasto_dot_v1_dot_studio__pb2.JobEvent.SerializeToString,
+            ),
+            'Stylize': grpc.unary_stream_rpc_method_handler(
+                    servicer.Stylize,
+                    request_deserializer=impasto_dot_v1_dot_studio__pb2.StylizeRequest.FromString,
                     response_serializer=impasto_dot_v1_dot_studio__pb2.JobEvent.SerializeToString,
             ),
             'Render': grpc.unary_unary_rpc_method_handler(
@@ -213,6 +247,60 @@ class Studio:
             target,
             '/impasto.v1.Studio/Paint',
             impasto_dot_v1_dot_studio__pb2.PaintRequest.SerializeToString,
+            impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Texture(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/impasto.v1.Studio/Texture',
+            impasto_dot_v1_dot_studio__pb2.TextureRequest.SerializeToString,
+            impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stylize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/impasto.v1.Studio/Stylize',
+            impasto_dot_v1_dot_studio__pb2.StylizeRequest.SerializeToString,
             impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
             options,
             channel_credentials,

@@ -81,6 +81,19 @@ class StudioClient:
         """The job's events as they come; the job goes on if you stop reading (see ``watch``)."""
         return self.stub.Paint(request, metadata=self.metadata, timeout=self.timeout)
 
+    def texture_events(self, request: pb.TextureRequest) -> Iterator[pb.JobEvent]:
+        return self.stub.Texture(request, metadata=self.metadata, timeout=self.timeout)
+
+    def stylize_events(self, request: pb.StylizeRequest) -> Iterator[pb.JobEvent]:
+        return self.stub.Stylize(request, metadata=self.metadata, timeout=self.timeout)
+
+    def texture(self, request: pb.TextureRequest, on_event=None) -> pb.ImageResult:
+        """Run a texture job to its end (see ``paint``)."""
+        return self.wait(self.texture_events(request), on_event)
+
+    def stylize(self, request: pb.StylizeRequest, on_event=None) -> pb.ImageResult:
+        return self.wait(self.stylize_events(request), on_event)
+
     def watch(self, job_id: str) -> Iterator[pb.JobEvent]:
         return self.stub.WatchJob(pb.JobRef(id=job_id), metadata=self.metadata, timeout=self.timeout)
 
@@ -88,7 +101,8 @@ class StudioClient:
         """Run a paint job to its end; raises :class:`JobFailed` if it fails or is cancelled."""
         return self.wait(self.paint_events(request), on_event)
 
-    def wait(self, events: Iterator[pb.JobEvent], on_event: Callable[[pb.JobEvent], None] | None = None) -> pb.PaintResult:
+    def wait(self, events: Iterator[pb.JobEvent], on_event: Callable[[pb.JobEvent], None] | None = None):
+        """Follow a job's events to its result (PaintResult or ImageResult); raises :class:`JobFailed`."""
         job_id = ""
         for event in events:
             job_id = event.job_id
@@ -97,6 +111,8 @@ class StudioClient:
             kind = event.WhichOneof("event")
             if kind == "result":
                 return event.result
+            if kind == "image_result":
+                return event.image_result
             if kind == "error":
                 raise JobFailed(job_id, event.error.code, event.error.message)
             if kind == "cancelled":

@@ -8,6 +8,7 @@ newline-delimited JSON (``application/x-ndjson``), one event per line.
 
     GET  /v1/capabilities
     POST /v1/paint                     multipart or JSON -> NDJSON events (?detach=1: the Job at once)
+    POST /v1/texture, /v1/stylize      multipart or JSON -> NDJSON events, like /v1/paint
     POST /v1/render                    multipart or JSON -> image/png
     GET  /v1/jobs                      GET /v1/jobs/{id}      POST /v1/jobs/{id}/cancel
     GET  /v1/jobs/{id}/events          NDJSON: every event so far, then live ones
@@ -59,6 +60,8 @@ def _strip_images(event: pb.JobEvent) -> pb.JobEvent:
     base = f"/v1/jobs/{event.job_id}/files/"
     if event.HasField("progress") and event.progress.HasField("preview"):
         event.progress.preview.ref = base + "preview.png"
+    if event.HasField("image_result"):
+        event.image_result.image.ref = base + "image.png"
     if event.HasField("result"):
         event.result.image.ref = base + "image.png"
         if event.result.HasField("animation"):
@@ -106,6 +109,8 @@ class HttpApi:
         r = self.app.router
         r.add_get("/v1/capabilities", self.capabilities)
         r.add_post("/v1/paint", self.paint)
+        r.add_post("/v1/texture", self.texture)
+        r.add_post("/v1/stylize", self.stylize)
         r.add_post("/v1/render", self.render)
         r.add_get("/v1/jobs", self.list_jobs)
         r.add_get("/v1/jobs/{id}", self.get_job)
@@ -148,7 +153,17 @@ class HttpApi:
 
     async def paint(self, request):
         message = await _read_request(request, pb.PaintRequest(), ("image", "mask", "style", "canvas_image"))
-        job = await self.studio.submit_paint(message)
+        return await self._start(request, await self.studio.submit_paint(message))
+
+    async def texture(self, request):
+        message = await _read_request(request, pb.TextureRequest(), ("exemplar",))
+        return await self._start(request, await self.studio.submit_texture(message))
+
+    async def stylize(self, request):
+        message = await _read_request(request, pb.StylizeRequest(), ("content", "style", "content_labels", "style_labels"))
+        return await self._start(request, await self.studio.submit_stylize(message))
+
+    async def _start(self, request, job):
         if request.query.get("detach") in ("1", "true"):
             return web.json_response(to_json(job.to_proto(self.studio.jobs.result_ttl)), status=202)
         return await self._stream(request, job.id)
@@ -191,9 +206,11 @@ class HttpApi:
         if name == "preview.png":
             previews = [e.progress.preview.encoded for e in job.events if e.HasField("progress") and e.progress.HasField("preview")]
             data = previews[-1] if previews else None
-        elif job.result is not None:
+        elif isinstance(job.result, pb.PaintResult):
             data = {"image.png": job.result.image.encoded, "animation.gif": job.result.animation.encoded,
                     "strokes.json": job.result.strokes_json, "strokes.svg": job.result.svg}[name] or None
+        elif job.result is not None and name == "image.png":
+            data = job.result.image.encoded
         if data is None:
             return error_response(grpc.StatusCode.NOT_FOUND, f"job {job.id} has no {name} (state {pb.JobState.Name(job.state)})")
         return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=FILES[name])

@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.message import Message
 
 from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import studio_pb2 as pb
@@ -41,7 +42,7 @@ class UnknownJob(KeyError):
 class JobRecord:
     id: str
     op: str
-    request: pb.PaintRequest
+    request: Message  # PaintRequest, TextureRequest or StylizeRequest (the op's)
     state: int = pb.QUEUED
     created: float = field(default_factory=time.time)
     started: float = 0.0
@@ -49,7 +50,7 @@ class JobRecord:
     events: list[pb.JobEvent] = field(default_factory=list)
     watchers: set[asyncio.Queue] = field(default_factory=set)
     progress: pb.Progress | None = None
-    result: pb.PaintResult | None = None
+    result: pb.PaintResult | pb.ImageResult | None = None
     error: pb.JobError | None = None
     cancel_requested: bool = False
     task: asyncio.Task | None = None
@@ -104,7 +105,7 @@ class JobManager:
 
     # --- the API ---------------------------------------------------------------------------
 
-    def submit(self, op: str, request: pb.PaintRequest) -> JobRecord:
+    def submit(self, op: str, request: Message) -> JobRecord:
         active = len(self.queue) + len(self.running)
         if active >= self.max_jobs:
             raise JobsFull(f"the server already has {active} jobs queued or running (limit {self.max_jobs}); retry later")
@@ -191,9 +192,10 @@ class JobManager:
 
     async def _run(self, job: JobRecord) -> None:
         generation = self.sidecar.generation
-        request = spb.RunRequest(job_id=job.id, paint=job.request, max_side=self.max_side,
+        request = spb.RunRequest(job_id=job.id, max_side=self.max_side,
                                  preview_interval_ms=max(job.request.preview_interval_ms, self.preview_interval_ms),
                                  progress_interval_ms=self.progress_interval_ms)
+        getattr(request, job.op).CopyFrom(job.request)
         try:
             async for event in self.sidecar.stub.Run(request):
                 kind = event.WhichOneof("event")
@@ -206,6 +208,9 @@ class JobManager:
                 elif kind == "result":
                     job.result = event.result
                     self._finish(job, pb.SUCCEEDED, result=event.result)
+                elif kind == "image_result":
+                    job.result = event.image_result
+                    self._finish(job, pb.SUCCEEDED, image_result=event.image_result)
                 elif kind == "error":
                     job.error = event.error
                     self._finish(job, pb.FAILED, error=event.error)

@@ -1,4 +1,4 @@
-"""The ``impasto.v1.Studio`` service: capabilities, paint jobs, render, job control.
+"""The ``impasto.v1.Studio`` service: capabilities, paint/texture/stylize jobs, render, job control.
 
 The servicer's methods hold the logic once; the gRPC handlers below and the HTTP/JSON
 routes (``http.py``) both call them, so the two transports cannot drift apart.
@@ -53,6 +53,13 @@ class Studio:
                                              help="longer side, px (0: the painting's own size)"),
                                pb.OptionInfo(name="canvas", type="string", default="",
                                              help="override the background: black, white or #rrggbb")])
+        reply.ops.add(name="texture", description="grow a texture of any size from an exemplar (histogram losses); a job",
+                      options=convert.synthesis_option_infos([
+                          pb.OptionInfo(name="width", type="int", default=str(convert.DEFAULT_TEXTURE_SIDE), min=1, max=self.max_side, help="output width, px"),
+                          pb.OptionInfo(name="height", type="int", default=str(convert.DEFAULT_TEXTURE_SIDE), min=1, max=self.max_side, help="output height, px"),
+                          pb.OptionInfo(name="tileable", type="bool", default="False", help="wrap around seamlessly")]))
+        reply.ops.add(name="stylize", description="restyle an image after another, optionally region by region; a job",
+                      options=convert.synthesis_option_infos())
         for name in BRUSHES:
             reply.brushes.add(name=name, fields=list(get_brush(name).schema.fields))
         for name, m in sorted(self.models.models.items()):
@@ -69,6 +76,14 @@ class Studio:
         """Check the request fully (raises WireError), then queue it; returns the job record."""
         await asyncio.get_running_loop().run_in_executor(None, convert.paint_job, request, self.max_side)
         return self.jobs.submit("paint", request)
+
+    async def submit_texture(self, request: pb.TextureRequest):
+        await asyncio.get_running_loop().run_in_executor(None, convert.texture_inputs, request, self.max_side)
+        return self.jobs.submit("texture", request)
+
+    async def submit_stylize(self, request: pb.StylizeRequest):
+        await asyncio.get_running_loop().run_in_executor(None, convert.stylize_inputs, request, self.max_side)
+        return self.jobs.submit("stylize", request)
 
     async def render(self, request: pb.RenderRequest) -> pb.RenderReply:
         return await asyncio.get_running_loop().run_in_executor(None, self._render, request)
@@ -120,12 +135,24 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def Capabilities(self, request, context):
         return self.studio.capabilities()
 
-    async def Paint(self, request, context):
+    async def _job(self, submit, request, context):
         try:
-            job = await self.studio.submit_paint(request)
+            job = await submit(request)
         except Exception as e:
             await _abort(context, e)
         async for event in self.studio.jobs.watch(job.id):
+            yield event
+
+    async def Paint(self, request, context):
+        async for event in self._job(self.studio.submit_paint, request, context):
+            yield event
+
+    async def Texture(self, request, context):
+        async for event in self._job(self.studio.submit_texture, request, context):
+            yield event
+
+    async def Stylize(self, request, context):
+        async for event in self._job(self.studio.submit_stylize, request, context):
             yield event
 
     async def WatchJob(self, request, context):

@@ -1,4 +1,4 @@
-"""The sidecar's gRPC service: run jobs in worker threads, stream their events, cancel them.
+"""The sidecar's gRPC service: run jobs (paint, texture, stylize) in worker threads, stream their events, cancel them.
 
 Each job runs in a thread (torch releases the GIL in its kernels); events cross to the
 asyncio loop through a queue. Progress events are throttled (``progress_interval_ms``) and
@@ -24,6 +24,10 @@ from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import sidecar_pb2_grpc
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.ops.paint_job import run_paint_job
+from impasto.runtime.ops.stylize import stylize
+from impasto.runtime.ops.synthesis import SynthesisInputError
+from impasto.runtime.ops.texture import texture
+from impasto.train.models.vgg import VGGWeightsMissing
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,8 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
         return spb.CancelReply(found=flag is not None)
 
     async def Run(self, request: spb.RunRequest, context):
-        if request.WhichOneof("op") != "paint":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RunRequest.op: only 'paint' is supported")
+        if request.WhichOneof("op") not in ("paint", "texture", "stylize"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RunRequest.op must be paint, texture or stylize")
         flag = self.flags.setdefault(request.job_id, threading.Event())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -68,7 +72,7 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
                 self.running += 1
                 entered = True
                 yield pb.JobEvent(job_id=request.job_id, time=time.time(), started=pb.Started(worker=f"{os.getpid()}/{self.device}"))
-                future = loop.run_in_executor(self.executor, self._paint, request, flag, emit)
+                future = loop.run_in_executor(self.executor, self._job, request, flag, emit)
                 future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
                 while (event := await events.get()) is not None:
                     yield event
@@ -79,41 +83,57 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
             if entered:
                 self.running -= 1
 
-    def _paint(self, request: spb.RunRequest, flag: threading.Event, emit) -> None:
+    def _job(self, request: spb.RunRequest, flag: threading.Event, emit) -> None:
+        """Run one job in this thread, emitting throttled progress and then exactly one final event."""
         max_side = request.max_side or 16384
         progress_every = max(request.progress_interval_ms, 50) / 1000
         preview_every = max(request.preview_interval_ms, 250) / 1000
         last = {"progress": 0.0, "preview": 0.0}
 
-        def on_progress(p) -> None:
+        def on_progress(level: int, levels: int, step: int, total: int, loss: float, image) -> None:
             if flag.is_set():
                 raise JobCancelled()
             now = time.monotonic()
-            final = p.step >= p.total
-            if now - last["progress"] < progress_every and not final:
+            if now - last["progress"] < progress_every and step < total:
                 return
             last["progress"] = now
-            msg = pb.Progress(level=p.level, levels=p.levels, step=p.step, total=p.total, loss=p.loss)
+            msg = pb.Progress(level=level, levels=levels, step=step, total=total, loss=loss)
             if now - last["preview"] >= preview_every:
                 last["preview"] = now
-                msg.preview.CopyFrom(convert.png_image(p.canvas()))
+                msg.preview.CopyFrom(convert.png_image(image()))
             emit(progress=msg)
 
         try:
-            job = convert.paint_job(request.paint, max_side, self.device, self.vgg_weights)
-            outcome = run_paint_job(job, max_side, on_progress)
+            op = request.WhichOneof("op")
+            if op == "paint":
+                job = convert.paint_job(request.paint, max_side, self.device, self.vgg_weights)
+                outcome = run_paint_job(job, max_side, lambda p: on_progress(p.level, p.levels, p.step, p.total, p.loss, p.canvas))
+                final = {"result": convert.paint_result(outcome)}
+            else:
+                start = time.perf_counter()
+                image = self._synthesis(op, request, max_side, lambda p: on_progress(p.scale, p.scales, p.step, p.total, p.loss, p.image))
+                final = {"image_result": convert.image_result(image, time.perf_counter() - start)}
             if flag.is_set():
                 raise JobCancelled()
-            emit(result=convert.paint_result(outcome))
+            emit(**final)
         except JobCancelled:
             emit(cancelled=pb.Cancelled())
-        except convert.WireError as e:
+        except (convert.WireError, SynthesisInputError) as e:
             emit(error=pb.JobError(code="INVALID_ARGUMENT", message=str(e)))
+        except VGGWeightsMissing as e:
+            emit(error=pb.JobError(code="FAILED_PRECONDITION", message=str(e)))
         except torch.OutOfMemoryError as e:
             emit(error=pb.JobError(code="RESOURCE_EXHAUSTED", message=f"out of memory on {self.device}: {e}"))
         except Exception as e:  # a bug or a broken environment: report it, keep serving
             log.exception("job %s failed", request.job_id)
             emit(error=pb.JobError(code="INTERNAL", message=f"{type(e).__name__}: {e}"))
+
+    def _synthesis(self, op: str, request: spb.RunRequest, max_side: int, progress) -> torch.Tensor:
+        if op == "texture":
+            exemplar, size, options = convert.texture_inputs(request.texture, max_side, self.device, self.vgg_weights)
+            return texture(exemplar, size, options, max_side=max_side, progress=progress)
+        content, style, labels, options = convert.stylize_inputs(request.stylize, max_side, self.device, self.vgg_weights)
+        return stylize(content, style, options, progress=progress, **labels)
 
 
 async def serve(listen: str, service: SidecarService, max_message_bytes: int = 256 << 20) -> None:
