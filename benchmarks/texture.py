@@ -47,9 +47,10 @@ def w1(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def feature_w1(net, x: torch.Tensor, y: torch.Tensor) -> float:
+    device = next(net.parameters()).device
     with torch.no_grad():
-        fx, fy = net(x.unsqueeze(0)), net(y.unsqueeze(0))
-    return sum(w1(sorted_features(fx[n]), sorted_features(fy[n])) for n in net.style_layers) / len(net.style_layers)
+        fx, fy = net(x.unsqueeze(0).to(device)), net(y.unsqueeze(0).to(device))
+    return sum(w1(sorted_features(fx[n]).cpu(), sorted_features(fy[n]).cpu()) for n in net.style_layers) / len(net.style_layers)
 
 
 def main() -> None:
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--exemplar-size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--picture", default=None)
     ap.add_argument("--curves", default=None)
     ap.add_argument("--json", default=None)
@@ -66,12 +68,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    net = VGGFeatureNet(args.features)
+    net = VGGFeatureNet(args.features, device=args.device)
     if args.timing_only:
         ex = exemplar("coffee", args.exemplar_size)
         steps = []
         t = time.perf_counter()
-        texture(ex, (args.size, args.size), SynthesisOptions(iterations=args.iterations), net=net,
+        texture(ex, (args.size, args.size), SynthesisOptions(iterations=args.iterations, device=args.device), net=net,
                 progress=lambda p: steps.append((p.scale, time.perf_counter() - t)))
         total = time.perf_counter() - t
         per_scale = {}
@@ -90,7 +92,7 @@ def main() -> None:
         for loss in LOSSES:
             seen: list[float] = []
             t = time.perf_counter()
-            out = texture(ex, (args.size, args.size), SynthesisOptions(loss=loss, iterations=args.iterations, seed=0),
+            out = texture(ex, (args.size, args.size), SynthesisOptions(loss=loss, iterations=args.iterations, seed=0, device=args.device),
                           net=net, progress=lambda p: seen.append(p.loss))
             seconds = time.perf_counter() - t
             colour = w1(out.reshape(3, -1), ex.reshape(3, -1))

@@ -419,3 +419,22 @@ def test_texture_and_stylize_jobs_run_on_the_server(server, photo):
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "both" in info.value.details()
     http = ImpastoClient(server.http).texture(photo.read_bytes(), 64, 64, options={"features": "random", "iterations": 1, "scales": 1})
     assert decode(http["image"]).shape == (64, 64, 3)
+
+
+def test_requests_whose_callers_are_gone_are_not_run(repo):
+    from impasto.runtime.backends import load_backend
+    from impasto.runtime.server.batching import DynamicBatcher
+
+    backend = load_backend(repo, "renderer_oil", "onnxruntime")
+    batcher = DynamicBatcher(backend, max_batch=64, max_delay_s=0.05)
+
+    async def main():
+        live = asyncio.ensure_future(batcher.infer({"params": np.zeros((2, 12), np.float32)}))
+        gone = asyncio.ensure_future(batcher.infer({"params": np.zeros((3, 12), np.float32)}))
+        await asyncio.sleep(0)  # both queued
+        gone.cancel()  # its deadline passed / its client hung up
+        return await live
+
+    out = asyncio.run(main())
+    assert out["alpha"].shape == (2, 1, 128, 128)
+    assert batcher.stats.items == 2 and batcher.stats.runs == 1  # the cancelled request never ran

@@ -141,6 +141,24 @@ DEFAULT_SIZE = 512
 DEFAULT_CANVAS = "black"
 
 
+def read_options(msg, choices: dict[str, list[str]], ranges: dict[str, tuple[float, float]]) -> dict:
+    """The fields set in an options message, each checked against its choices or range (WireError names it)."""
+    values = {}
+    for name in msg.DESCRIPTOR.fields_by_name:
+        if not msg.HasField(name):
+            continue
+        value = getattr(msg, name)
+        if isinstance(value, float) and not np.isfinite(value):
+            raise WireError(f"options.{name} must be a finite number, got {value}")
+        if name in choices and value not in choices[name]:
+            raise WireError(f"options.{name} '{value}' is not one of {', '.join(choices[name])}")
+        if name in ranges and not ranges[name][0] <= value <= ranges[name][1]:
+            lo, hi = ranges[name]
+            raise WireError(f"options.{name} must be between {lo:g} and {hi:g}, got {value:g}")
+        values[name] = value
+    return values
+
+
 def paint_option_infos() -> list[pb.OptionInfo]:
     """The paint options with defaults, choices and ranges, for Capabilities (add-ons build forms from it)."""
     defaults = PaintOptions()
@@ -157,18 +175,7 @@ def paint_option_infos() -> list[pb.OptionInfo]:
 
 def paint_options(msg: pb.PaintOptions, device: str, vgg_weights: str | None) -> tuple[PaintOptions, int, tuple[float, float, float]]:
     """(PaintOptions, output size, canvas colour) from the wire options; unset fields take the defaults."""
-    values = {}
-    for name in pb.PaintOptions.DESCRIPTOR.fields_by_name:
-        if msg.HasField(name):
-            value = getattr(msg, name)
-            if isinstance(value, float) and not np.isfinite(value):
-                raise WireError(f"options.{name} must be a finite number, got {value}")
-            if name in _CHOICES and value not in _CHOICES[name]:
-                raise WireError(f"options.{name} '{value}' is not one of {', '.join(_CHOICES[name])}")
-            if name in _RANGES and not _RANGES[name][0] <= value <= _RANGES[name][1]:
-                lo, hi = _RANGES[name]
-                raise WireError(f"options.{name} must be between {lo:g} and {hi:g}, got {value:g}")
-            values[name] = value
+    values = read_options(msg, _CHOICES, _RANGES)
     size = int(values.pop("size", DEFAULT_SIZE))
     canvas = values.pop("canvas", DEFAULT_CANVAS)
     try:
@@ -252,18 +259,7 @@ def synthesis_options(msg: pb.SynthesisOptions, device: str, vgg_weights: str | 
     """SynthesisOptions from the wire; unset fields take the defaults, bad ones raise WireError."""
     from impasto.runtime.ops.synthesis import SynthesisInputError, SynthesisOptions
 
-    values = {}
-    for name in pb.SynthesisOptions.DESCRIPTOR.fields_by_name:
-        if msg.HasField(name):
-            value = getattr(msg, name)
-            if isinstance(value, float) and not np.isfinite(value):
-                raise WireError(f"options.{name} must be a finite number, got {value}")
-            if name in _SYNTHESIS_CHOICES and value not in _SYNTHESIS_CHOICES[name]:
-                raise WireError(f"options.{name} '{value}' is not one of {', '.join(_SYNTHESIS_CHOICES[name])}")
-            if name in _SYNTHESIS_RANGES and not _SYNTHESIS_RANGES[name][0] <= value <= _SYNTHESIS_RANGES[name][1]:
-                lo, hi = _SYNTHESIS_RANGES[name]
-                raise WireError(f"options.{name} must be between {lo:g} and {hi:g}, got {value:g}")
-            values[name] = value
+    values = read_options(msg, _SYNTHESIS_CHOICES, _SYNTHESIS_RANGES)
     options = SynthesisOptions(**values, tileable=tileable, device=device, vgg_weights=vgg_weights)
     try:
         options.validate()
