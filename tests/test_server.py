@@ -21,6 +21,7 @@ from PIL import Image
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.client import JobFailed, StudioClient, paint_request
 from impasto.runtime.images import load_image, save_image
+from serving import RunningServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "addons" / "common"))
@@ -28,29 +29,6 @@ from impasto_http import ImpastoClient, ImpastoError  # noqa: E402
 
 SMALL = dict(strokes=14, levels=2, size=128, seed=1)  # about a second on a CPU
 LONG = dict(strokes=3000, levels=3, size=128, iterations=200, seed=0)  # minutes: cancelled or killed long before
-
-
-class RunningServer:
-    def __init__(self, *args: str, env: dict | None = None):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "impasto.runtime.cli", "serve", "--port", "0", "--http-port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-        )
-        line = self.process.stdout.readline()
-        match = re.search(r"gRPC on ([\d.]+):(\d+), HTTP on [\d.]+:(\d+) \(sidecar pid (\d+)", line)
-        if not match:
-            self.process.kill()
-            raise RuntimeError(f"server did not start: {line}{self.process.stderr.read()}")
-        host, grpc_port, http_port, self.sidecar_pid = match[1], match[2], match[3], int(match[4])
-        self.grpc = f"{host}:{grpc_port}"
-        self.http = f"http://{host}:{http_port}"
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="module")

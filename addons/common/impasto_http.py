@@ -17,7 +17,29 @@ import urllib.error
 import urllib.request
 import uuid
 
-__all__ = ["ImpastoClient", "ImpastoError"]
+__all__ = ["ImpastoClient", "ImpastoError", "RawImage"]
+
+
+class RawImage:
+    """Uncompressed pixels to send as they are (the server converts): row-major H x W x C.
+
+    Krita: 8-bit BGRA, ``order="ORDER_BGR"``. Blender: float32 RGBA, ``dtype="DTYPE_F32"``,
+    ``transfer="TRANSFER_LINEAR"`` for linear colour, ``bottom_up=True``.
+    """
+
+    def __init__(self, data: bytes, width: int, height: int, channels: int = 4, *, dtype: str = "DTYPE_U8",
+                 order: str = "ORDER_RGB", transfer: str = "TRANSFER_SRGB", bottom_up: bool = False):
+        self.data = bytes(data)
+        self.fields = {"width": width, "height": height, "channels": channels, "dtype": dtype, "order": order,
+                       "transfer": transfer, "bottom_up": bottom_up}
+
+
+def _image(name: str, value, files: dict[str, bytes]) -> dict:
+    """The JSON of an Image field; its bytes go to ``files`` as a multipart part."""
+    files[name] = value.data if isinstance(value, RawImage) else bytes(value)
+    if isinstance(value, RawImage):
+        return {"raw": dict(value.fields, data_ref=name)}
+    return {"ref": name}
 
 
 class ImpastoError(Exception):
@@ -88,37 +110,39 @@ class ImpastoClient:
                         on_event(event)
                     yield event
 
-    def paint_events(self, image: bytes, options: dict | None = None, *, mask: bytes | None = None,
-                     style: bytes | None = None, canvas: bytes | None = None, svg: bool = False,
+    def paint_events(self, image, options: dict | None = None, *, mask=None, style=None, canvas=None, svg: bool = False,
                      animation: bool = False, on_event=None):
-        """Start a paint job; yields its events (dicts in protobuf's JSON mapping) until it ends."""
-        request: dict = {"image": {"ref": "image"}, "options": options or {}, "svg": svg, "animation": animation}
-        files = {"image": image}
+        """Start a paint job; yields its events (dicts in protobuf's JSON mapping) until it ends.
+
+        Images are encoded file bytes (PNG, JPEG) or :class:`RawImage` pixels.
+        """
+        files: dict[str, bytes] = {}
+        request: dict = {"image": _image("image", image, files), "options": options or {}, "svg": svg, "animation": animation}
         for name, data in (("mask", mask), ("style", style), ("canvas_image", canvas)):
             if data is not None:
-                request[name] = {"ref": name}
-                files[name] = data
+                request[name] = _image(name, data, files)
         return self._start("/v1/paint", request, files, on_event)
 
     def _start(self, route: str, request: dict, files: dict[str, bytes], on_event):
         body, ctype = _multipart(request, files)
         return self._events(self._open("POST", route, body, ctype, timeout=3600), on_event)
 
-    def texture_events(self, exemplar: bytes, width: int = 512, height: int = 512, *, tileable: bool = False,
+    def texture_events(self, exemplar: "bytes | RawImage", width: int = 512, height: int = 512, *, tileable: bool = False,
                        options: dict | None = None, on_event=None):
         """Start a texture job; yields its events until it ends (follow them with ``finish``)."""
-        request = {"exemplar": {"ref": "exemplar"}, "width": width, "height": height, "tileable": tileable,
-                   "options": options or {}}
-        return self._start("/v1/texture", request, {"exemplar": exemplar}, on_event)
+        files: dict[str, bytes] = {}
+        request = {"exemplar": _image("exemplar", exemplar, files), "width": width, "height": height,
+                   "tileable": tileable, "options": options or {}}
+        return self._start("/v1/texture", request, files, on_event)
 
-    def stylize_events(self, content: bytes, style: bytes, *, content_labels: bytes | None = None,
-                       style_labels: bytes | None = None, options: dict | None = None, on_event=None):
-        request: dict = {"content": {"ref": "content"}, "style": {"ref": "style"}, "options": options or {}}
-        files = {"content": content, "style": style}
+    def stylize_events(self, content: "bytes | RawImage", style: "bytes | RawImage", *, content_labels=None,
+                       style_labels=None, options: dict | None = None, on_event=None):
+        files: dict[str, bytes] = {}
+        request: dict = {"content": _image("content", content, files), "style": _image("style", style, files),
+                         "options": options or {}}
         for name, data in (("content_labels", content_labels), ("style_labels", style_labels)):
             if data is not None:
-                request[name] = {"ref": name}
-                files[name] = data
+                request[name] = _image(name, data, files)
         return self._start("/v1/stylize", request, files, on_event)
 
     def texture(self, exemplar: bytes, width: int = 512, height: int = 512, **kwargs) -> dict:

@@ -48,7 +48,7 @@ FAILED: JobState
 CANCELLED: JobState
 
 class RawImage(_message.Message):
-    __slots__ = ("width", "height", "channels", "dtype", "order", "transfer", "bottom_up", "data")
+    __slots__ = ("width", "height", "channels", "dtype", "order", "transfer", "bottom_up", "data", "data_ref")
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,7 @@ class RawImage(_message.Message):
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
     BOTTOM_UP_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_REF_FIELD_NUMBER: _ClassVar[int]
     width: int
     height: int
     channels: int
@@ -65,7 +66,8 @@ class RawImage(_message.Message):
     transfer: Transfer
     bottom_up: bool
     data: bytes
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., order: _Optional[_Union[ChannelOrder, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., bottom_up: _Optional[bool] = ..., data: _Optional[bytes] = ...) -> None: ...
+    data_ref: str
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., order: _Optional[_Union[ChannelOrder, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., bottom_up: _Optional[bool] = ..., data: _Optional[bytes] = ..., data_ref: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("encoded", "raw", "ref")

@@ -200,11 +200,19 @@ def _init_strokes(
     return params
 
 
-def starting_canvas(target: torch.Tensor, mask: torch.Tensor | None, start: torch.Tensor | None):
-    """The canvas a painting starts from: ``start``; with a mask and no start, the image itself
-    (a selection: paint over the layer, keep it as it is outside); else None (a plain colour)."""
+def starting_canvas(
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    start: torch.Tensor | None,
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+):
+    """The canvas a painting starts from: ``start`` if given; with a mask and no start, the image
+    outside the mask and the background colour inside it (a selection: its content is re-made
+    as strokes, everything else stays as it is); else None (a plain colour)."""
     if start is None and mask is not None:
-        return target
+        colour = torch.tensor(background, dtype=target.dtype, device=target.device).view(3, 1, 1)
+        m = mask.to(target.device, target.dtype)
+        return target * (1 - m) + colour * m
     return start
 
 
@@ -278,7 +286,7 @@ def paint(
     if style is not None and (style.dim() != 3 or style.shape[0] != 3 or not torch.isfinite(style).all()):
         raise ValueError("style image must be a finite (3, H, W) tensor")
 
-    start = starting_canvas(target, mask, start)
+    start = starting_canvas(target, mask, start, opts.background)
     device = torch.device(opts.device)
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)

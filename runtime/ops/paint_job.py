@@ -100,7 +100,8 @@ def run_paint_job(job: PaintJob, max_side: int, progress: Callable[[Progress], N
     job.validate(max_side)
     h, w = job.image.shape[1:]
     out_h, out_w = output_size(h, w, job.size)
-    start = starting_canvas(job.image, job.mask, job.canvas if isinstance(job.canvas, torch.Tensor) else None)
+    start = starting_canvas(job.image, job.mask, job.canvas if isinstance(job.canvas, torch.Tensor) else None,
+                            job.options.background)
     t0 = time.perf_counter()
     result = paint(job.image, job.options, out_size=(out_h, out_w), mask=job.mask, start=start, progress=progress, style=job.style)
     seconds = time.perf_counter() - t0

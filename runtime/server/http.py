@@ -2,7 +2,8 @@
 
 Studio messages use protobuf's JSON mapping. Images never travel as base64: a request that
 carries images is ``multipart/form-data`` with a ``request`` part (the JSON message) whose
-Image fields say ``{"ref": "PART"}`` for a binary part of that name; in replies, images are
+Image fields say ``{"ref": "PART"}`` for an encoded file in the part of that name (or, for a
+raw tensor, ``{"raw": {..., "data_ref": "PART"}}``); in replies, images are
 ``{"ref": "/v1/jobs/ID/files/NAME"}`` URLs to fetch as binary. Job events stream as
 newline-delimited JSON (``application/x-ndjson``), one event per line.
 
@@ -94,6 +95,11 @@ async def _read_request(request: web.Request, message: Message, image_fields: tu
                 if image.ref not in parts:
                     raise WireError(f"{name}: multipart part '{image.ref}' is missing")
                 image.encoded = parts[image.ref]
+            elif image.WhichOneof("data") == "raw" and image.raw.data_ref:
+                if image.raw.data_ref not in parts:
+                    raise WireError(f"{name}.raw: multipart part '{image.raw.data_ref}' is missing")
+                image.raw.data = parts[image.raw.data_ref]
+                image.raw.data_ref = ""
     return message
 
 

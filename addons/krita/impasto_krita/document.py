@@ -1,0 +1,164 @@
+"""The document side of the plugin: what goes out of Krita and what comes back into it.
+
+No widgets here, and no threads: these functions touch Krita's API, so they run on Krita's
+main thread (the docker calls them before and after the network work, which runs on a
+worker thread). Pixels leave as Krita stores them (8-bit BGRA, the server converts) and
+results come back as PNG, decoded with Qt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from PyQt5.QtCore import QByteArray
+from PyQt5.QtGui import QImage
+
+try:  # inside the built plugin
+    from .impasto_http import RawImage
+except ImportError:  # pragma: no cover - the source tree keeps it in addons/common
+    from impasto_http import RawImage
+
+
+class UnsupportedDocument(Exception):
+    """A document or layer impasto cannot work on; the message is for the user."""
+
+
+@dataclass
+class LayerInputs:
+    """A layer's pixels over the whole document, and the selection as a mask, as they leave Krita."""
+
+    width: int
+    height: int
+    pixels: bytes  # BGRA, 8 bits, row-major, the document's size
+    mask: bytes | None  # one byte a pixel (255 = selected), or None without a selection
+
+    def image(self) -> RawImage:
+        return RawImage(self.pixels, self.width, self.height, 4, order="ORDER_BGR")
+
+    def mask_image(self) -> RawImage | None:
+        return None if self.mask is None else RawImage(self.mask, self.width, self.height, 1)
+
+
+def check_document(doc) -> None:
+    if doc is None:
+        raise UnsupportedDocument("open a document first")
+    if doc.colorModel() != "RGBA" or doc.colorDepth() != "U8":
+        raise UnsupportedDocument(
+            f"impasto works on 8-bit RGBA documents; this one is {doc.colorModel()} {doc.colorDepth()}. "
+            "Convert it with Image > Convert Image Color Space (RGB/Alpha, 8-bit integer/channel)"
+        )
+
+
+def read_layer(doc, node, selection_only: bool) -> LayerInputs:
+    """The pixels of ``node`` across the document and, if asked, the selection as a mask."""
+    check_document(doc)
+    if node is None or node.type() not in ("paintlayer", "grouplayer", "filelayer", "clonelayer"):
+        raise UnsupportedDocument("select a paint layer to send")
+    w, h = doc.width(), doc.height()
+    pixels = bytes(node.projectionPixelData(0, 0, w, h))
+    mask = None
+    if selection_only:
+        selection = doc.selection()
+        if selection is None:
+            raise UnsupportedDocument("'selection only' is on, but nothing is selected")
+        mask = bytes(selection.pixelData(0, 0, w, h))
+    return LayerInputs(w, h, pixels, mask)
+
+
+def decode_png(png: bytes, width: int, height: int) -> bytes:
+    """PNG bytes -> BGRA bytes (Krita's layout) at exactly width x height."""
+    image = QImage.fromData(QByteArray(png), "PNG")
+    if image.isNull():
+        raise UnsupportedDocument("the server's result is not a readable PNG")
+    if image.width() != width or image.height() != height:
+        raise UnsupportedDocument(f"the server returned {image.width()}x{image.height()}, the document is {width}x{height}")
+    image = image.convertToFormat(QImage.Format_ARGB32)  # stored as B, G, R, A bytes on little-endian machines
+    bits = image.constBits()
+    bits.setsize(image.byteCount())
+    row = width * 4
+    data = bytes(bits)
+    if image.bytesPerLine() == row:
+        return data
+    return b"".join(data[y * image.bytesPerLine() : y * image.bytesPerLine() + row] for y in range(height))
+
+
+_SELECTED = re.compile(rb"[^\x00]+")
+
+
+def keep_outside(result: bytes, original: bytes, mask: bytes) -> bytes:
+    """``result`` where the selection mask is non-zero, ``original`` byte for byte elsewhere.
+
+    Works on runs of selected pixels (found by a regular expression, in C), so a 4K layer
+    takes a fraction of a second in plain Python.
+    """
+    out = bytearray(original)
+    for match in _SELECTED.finditer(mask):
+        a, b = 4 * match.start(), 4 * match.end()
+        out[a:b] = result[a:b]
+    return bytes(out)
+
+
+def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
+    """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged)."""
+    pixels = decode_png(png, inputs.width, inputs.height)
+    if inputs.mask is not None:
+        pixels = keep_outside(pixels, inputs.pixels, inputs.mask)
+    layer = doc.createNode(name, "paintlayer")
+    parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
+    parent.addChildNode(layer, source)
+    layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
+    doc.refreshProjection()
+    return layer
+
+
+def update_preview_layer(doc, source, inputs: LayerInputs, png: bytes, name: str = "impasto preview"):
+    """Create or refresh the preview layer above ``source`` (the preview may be smaller: scaled up)."""
+    image = QImage.fromData(QByteArray(png), "PNG")
+    if image.isNull():
+        return None
+    if image.width() != inputs.width or image.height() != inputs.height:
+        image = image.scaled(inputs.width, inputs.height)
+        buffer = QByteArray()
+        from PyQt5.QtCore import QBuffer, QIODevice
+
+        device = QBuffer(buffer)
+        device.open(QIODevice.WriteOnly)
+        image.save(device, "PNG")
+        png = bytes(buffer)
+    layer = doc.nodeByName(name)
+    pixels = decode_png(png, inputs.width, inputs.height)
+    if inputs.mask is not None:
+        pixels = keep_outside(pixels, inputs.pixels, inputs.mask)
+    if layer is None:
+        layer = doc.createNode(name, "paintlayer")
+        parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
+        parent.addChildNode(layer, source)
+    layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
+    doc.refreshProjection()
+    return layer
+
+
+def remove_preview_layer(doc, name: str = "impasto preview") -> None:
+    layer = doc.nodeByName(name) if doc is not None else None
+    if layer is not None:
+        layer.remove()
+        doc.refreshProjection()
+
+
+def add_vector_layer(doc, source, svg: str, name: str):
+    """The strokes as a vector layer (SVG shapes) above ``source``."""
+    layer = doc.createVectorLayer(name)
+    parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
+    parent.addChildNode(layer, source)
+    layer.addShapesFromSvg(svg)
+    return layer
+
+
+def layer_name(op: str, options: dict) -> str:
+    """A result layer's name from the op and its key options, e.g. 'impasto paint (oil, 500 strokes)'."""
+    if op == "paint":
+        return f"impasto paint ({options.get('brush', 'oil')}, {options.get('strokes', 500)} strokes)"
+    if op == "texture":
+        return f"impasto texture ({options.get('loss', 'histogram')})"
+    return f"impasto {op} ({options.get('loss', 'histogram')})"

@@ -1,0 +1,153 @@
+"""The Krita add-on inside real Krita: ``kritarunner`` under Xvfb, against a real impasto server.
+
+The plugin is built with ``addons/build.py`` and unpacked into a fresh pykrita folder; a
+driver script runs the plugin's document-side code (and the job thread the docker uses) in
+Krita, and writes what it saw to a JSON file, since kritarunner always exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from serving import RunningServer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("kritarunner") is None or shutil.which("xvfb-run") is None,
+    reason="needs Debian's krita and xvfb packages (.ci/run installs them)",
+)
+
+DRIVER = r'''
+import json, os, traceback
+
+def __main__(args=None):
+    params = json.load(open(os.environ["IMPASTO_KRITA_TEST"]))
+    report = {}
+    try:
+        run(params, report)
+    except Exception:
+        report["crash"] = traceback.format_exc()
+    with open(params["report"], "w") as f:
+        json.dump(report, f)
+
+
+def pattern(w, h):
+    data = bytearray()
+    for y in range(h):
+        for x in range(w):
+            data += bytes([(x * 255) // w, (y * 255) // h, 128, 255])  # B, G, R, A
+    return bytes(data)
+
+
+def run(params, report):
+    from krita import Krita, Selection
+    from impasto_krita import document
+    from impasto_krita.impasto_http import ImpastoClient, ImpastoError
+    from impasto_krita.jobs import JobThread
+
+    w, h = 96, 64
+    k = Krita.instance()
+    doc = k.createDocument(w, h, "impasto test", "RGBA", "U8", "", 72.0)
+    source = doc.createNode("photo", "paintlayer")
+    doc.rootNode().addChildNode(source, None)
+    original = pattern(w, h)
+    source.setPixelData(original, 0, 0, w, h)
+    doc.refreshProjection()
+    client = ImpastoClient(params["url"])
+    options = {"strokes": 14, "levels": 2, "size": max(w, h), "seed": 1}
+
+    # 1. the whole layer goes out, a new layer comes back above it
+    inputs = document.read_layer(doc, source, selection_only=False)
+    result = client.paint(inputs.image(), options)
+    name = document.layer_name("paint", options)
+    layer = document.add_result_layer(doc, source, inputs, result["image"], name)
+    pixels = bytes(layer.pixelData(0, 0, w, h))
+    names = [n.name() for n in doc.rootNode().childNodes()]
+    report["layer"] = {"names": names, "bytes": len(pixels), "changed": sum(pixels[i] != original[i] for i in range(0, len(pixels), 4)),
+                       "bounds": [layer.bounds().width(), layer.bounds().height()]}
+
+    # 2. a selection: the mask goes out, nothing outside it changes
+    selection = Selection()
+    selection.select(20, 10, 40, 30, 255)
+    doc.setSelection(selection)
+    inputs = document.read_layer(doc, source, selection_only=True)
+    result = client.paint(inputs.image(), dict(options, strokes=100), mask=inputs.mask_image())
+    layer = document.add_result_layer(doc, source, inputs, result["image"], "selection result")
+    pixels = bytes(layer.pixelData(0, 0, w, h))
+    outside_same, inside_changed = True, 0
+    for y in range(h):
+        for x in range(w):
+            i = 4 * (y * w + x)
+            inside = 20 <= x < 60 and 10 <= y < 40
+            if inside:
+                inside_changed += pixels[i:i + 4] != original[i:i + 4]
+            elif pixels[i:i + 4] != original[i:i + 4]:
+                outside_same = False
+    report["selection"] = {"outside_identical": outside_same, "inside_changed": inside_changed, "mask_bytes": len(inputs.mask)}
+    doc.setSelection(Selection())
+
+    # 3. the server is down: the docker's job thread reports a message, no exception escapes
+    messages = []
+    thread = JobThread(ImpastoClient(params["dead_url"], timeout=5), lambda c: c.paint_events(inputs.image(), options))
+    thread.failed.connect(messages.append)
+    thread.run()  # in this thread: signals are delivered directly
+    report["down"] = messages
+
+    # 4. a document impasto cannot work on says so
+    doc16 = k.createDocument(8, 8, "sixteen", "RGBA", "U16", "", 72.0)
+    try:
+        document.check_document(doc16)
+        report["u16"] = "accepted"
+    except document.UnsupportedDocument as e:
+        report["u16"] = str(e)
+'''
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RunningServer()
+    yield s
+    s.stop()
+
+
+def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_dead_server(server, tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "addons" / "build.py"), "--out", str(tmp_path / "dist")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    pykrita = tmp_path / "pykrita"
+    with zipfile.ZipFile(tmp_path / "dist" / "impasto-krita.zip") as z:
+        z.extractall(pykrita)
+    (pykrita / "impasto_krita_test.py").write_text(DRIVER)
+    report = tmp_path / "report.json"
+    params = tmp_path / "params.json"
+    params.write_text(json.dumps({"url": server.http, "dead_url": "http://127.0.0.1:9", "report": str(report)}))
+    env = {**os.environ, "PYTHONPATH": str(pykrita), "IMPASTO_KRITA_TEST": str(params), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    env.pop("VIRTUAL_ENV", None)
+    # Krita embeds the system's Python and finds its home through PATH: a pyenv or venv python
+    # first on PATH would hide Debian's PyQt5 from it
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    krita = subprocess.run(["xvfb-run", "-a", "kritarunner", "-s", "impasto_krita_test"], capture_output=True, text=True,
+                           env=env, timeout=600, cwd=tmp_path)
+    assert report.is_file(), f"kritarunner wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
+    seen = json.loads(report.read_text())
+    assert "crash" not in seen, seen["crash"]
+    layer = seen["layer"]
+    assert layer["names"][-2:] == ["photo", "impasto paint (oil, 14 strokes)"]  # the result sits above its source
+    assert layer["bytes"] == 96 * 64 * 4 and layer["bounds"] == [96, 64]
+    assert layer["changed"] > 96 * 64 // 2  # painted, not copied
+    selection = seen["selection"]
+    assert selection["mask_bytes"] == 96 * 64
+    assert selection["outside_identical"] is True
+    assert selection["inside_changed"] > 40 * 30 // 4  # strokes landed inside
+    assert len(seen["down"]) == 1 and "cannot reach the impasto server" in seen["down"][0]
+    assert "8-bit RGBA" in seen["u16"] and "U16" in seen["u16"]
