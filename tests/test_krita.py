@@ -151,3 +151,155 @@ def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_de
     assert selection["inside_changed"] > 40 * 30 // 4  # strokes landed inside
     assert len(seen["down"]) == 1 and "cannot reach the impasto server" in seen["down"][0]
     assert "8-bit RGBA" in seen["u16"] and "U16" in seen["u16"]
+
+
+GUI_PROBE = r'''
+import json, os, traceback
+from krita import Extension, Krita
+from PyQt5.QtCore import QTimer
+
+PARAMS = json.load(open(os.environ["IMPASTO_KRITA_TEST"]))
+
+
+def count(shapes):
+    """Leaf shapes, looking inside groups (an imported SVG arrives as a group)."""
+    total = 0
+    for shape in shapes:
+        children = shape.children() if hasattr(shape, "children") else []
+        total += count(children) if children else 1
+    return total
+
+
+class Probe(Extension):
+    """Drives the impasto docker in a full Krita window, as a user would, then quits."""
+
+    def setup(self):
+        pass
+
+    def createActions(self, window):
+        QTimer.singleShot(5000, self.start)
+
+    def start(self):
+        self.report = {}
+        try:
+            k = Krita.instance()
+            self.window = k.activeWindow()
+            self.doc = k.openDocument(PARAMS["image"])
+            self.window.addView(self.doc)
+            self.docker = next((d for d in k.dockers() if d.objectName() == "impasto_docker"), None)
+            self.report["docker"] = self.docker is not None
+            self.docker.show()
+            self.docker.url.setText(PARAMS["url"])
+            self.docker.connect_server()
+            self.ticks = 0
+            QTimer.singleShot(500, self.wait_connected)
+        except Exception:
+            self.fail()
+
+    def wait_connected(self):
+        self.ticks += 1
+        if not self.docker.status.text().startswith("connected") and self.ticks < 60:
+            QTimer.singleShot(500, self.wait_connected)
+            return
+        try:
+            self.report["status"] = self.docker.status.text()
+            self.report["ops"] = [self.docker.op.itemText(i) for i in range(self.docker.op.count())]
+            self.doc.setActiveNode(self.doc.rootNode().childNodes()[0])
+            self.docker.strokes.setValue(PARAMS["strokes"])
+            self.docker.levels.setValue(PARAMS["levels"])
+            self.docker.vector.setChecked(True)
+            self.docker.run()
+            self.ticks = 0
+            QTimer.singleShot(500, self.wait_done)
+        except Exception:
+            self.fail()
+
+    def wait_done(self):
+        self.ticks += 1
+        if self.docker.thread is not None and self.ticks < 600:
+            QTimer.singleShot(500, self.wait_done)
+            return
+        try:
+            self.report["message"] = self.docker.message.text()
+            nodes = self.doc.rootNode().childNodes()
+            self.report["layers"] = [(n.name(), n.type()) for n in nodes]
+            vector = [n for n in nodes if n.type() == "vectorlayer"]
+            self.report["vector_shapes"] = count(vector[0].shapes()) if vector else 0
+            if PARAMS.get("shot"):
+                QTimer.singleShot(1500, self.shoot)
+                return
+        except Exception:
+            self.fail()
+            return
+        self.finish()
+
+    def shoot(self):
+        self.window.qwindow().grab().save(PARAMS["shot"])
+        self.finish()
+
+    def fail(self):
+        self.report["crash"] = traceback.format_exc()
+        self.finish()
+
+    def finish(self):
+        with open(PARAMS["report"], "w") as f:
+            json.dump(self.report, f)
+        for d in Krita.instance().documents():
+            d.setModified(False)
+        Krita.instance().action("file_quit").trigger()
+
+
+Krita.instance().addExtension(Probe(Krita.instance()))
+'''
+
+PROBE_DESKTOP = """[Desktop Entry]
+Type=Service
+ServiceTypes=Krita/PythonPlugin
+X-KDE-Library=impasto_gui_probe
+X-Python-2-Compatible=false
+Name=impasto GUI probe
+"""
+
+
+def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(server, tmp_path):
+    """The full GUI: the docker connects, Run paints through its job thread, results land as layers.
+
+    Also the path kritarunner cannot take (``addShapesFromSvg`` crashes there). Set
+    IMPASTO_KRITA_SHOT=path.png to keep a screenshot of the window (docs/img/krita.png).
+    """
+    from impasto.runtime.images import load_image, resize, save_image
+
+    run = subprocess.run([sys.executable, str(ROOT / "addons" / "build.py"), "--out", str(tmp_path / "dist")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    pykrita = tmp_path / "data" / "krita" / "pykrita"
+    with zipfile.ZipFile(tmp_path / "dist" / "impasto-krita.zip") as z:
+        z.extractall(pykrita)
+    (pykrita / "impasto_gui_probe").mkdir()
+    (pykrita / "impasto_gui_probe" / "__init__.py").write_text(GUI_PROBE)
+    (pykrita / "impasto_gui_probe.desktop").write_text(PROBE_DESKTOP)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "kritarc").write_text("[python]\nenable_impasto_krita=true\nenable_impasto_gui_probe=true\n")
+    image = tmp_path / "astronaut.png"
+    save_image(resize(load_image("example:astronaut"), 320, 320), image)
+    report = tmp_path / "report.json"
+    strokes, levels = int(os.environ.get("IMPASTO_KRITA_STROKES", 60)), 3
+    painted = strokes // 14 * 14  # rounded down to the 1 + 4 + 9 patches of three levels
+    params = {"url": server.http, "image": str(image), "report": str(report), "strokes": strokes, "levels": levels,
+              "shot": os.environ.get("IMPASTO_KRITA_SHOT", "")}
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    env = {**os.environ, "IMPASTO_KRITA_TEST": str(tmp_path / "params.json"), "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+    krita = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x860x24", "krita", "--nosplash"], capture_output=True,
+                           text=True, env=env, timeout=600, cwd=tmp_path)
+    assert report.is_file(), f"Krita wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
+    seen = json.loads(report.read_text())
+    assert "crash" not in seen, seen["crash"]
+    assert seen["docker"] and seen["status"].startswith("connected: impasto")
+    assert seen["ops"][:2] == ["paint", "stylize"]
+    name = f"impasto paint (oil, {strokes} strokes)"
+    assert seen["message"].startswith(f"done: layer '{name}'"), seen["message"]
+    names = [n for n, kind in seen["layers"]]
+    assert name in names and "impasto preview" not in names
+    assert (f"{name} strokes", "vectorlayer") in [tuple(x) for x in seen["layers"]]
+    assert seen["vector_shapes"] >= painted  # every stroke is a shape (plus the background)
