@@ -102,7 +102,18 @@ def run(params, report):
     thread.run()  # in this thread: signals are delivered directly
     report["down"] = messages
 
-    # 4. a document impasto cannot work on says so
+    # 4. stylize with another layer of the document as the style image
+    style_layer = doc.createNode("style", "paintlayer")
+    doc.rootNode().addChildNode(style_layer, None)
+    style_layer.setPixelData(bytes(reversed(original)), 0, 0, w, h)
+    assert [n.name() for n in document.paint_layers(doc)][0] == "style"
+    inputs = document.read_layer(doc, source, selection_only=False)
+    styled = client.stylize(inputs.image(), document.layer_image(doc, style_layer),
+                            options={"features": "random", "iterations": 1, "scales": 1})
+    layer = document.add_result_layer(doc, source, inputs, styled["image"], document.layer_name("stylize", {}))
+    report["stylize"] = {"name": layer.name(), "size": [styled["width"], styled["height"]]}
+
+    # 5. a document impasto cannot work on says so
     doc16 = k.createDocument(8, 8, "sixteen", "RGBA", "U16", "", 72.0)
     try:
         document.check_document(doc16)
@@ -151,6 +162,7 @@ def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_de
     assert selection["inside_changed"] > 40 * 30 // 4  # strokes landed inside
     assert len(seen["down"]) == 1 and "cannot reach the impasto server" in seen["down"][0]
     assert "8-bit RGBA" in seen["u16"] and "U16" in seen["u16"]
+    assert seen["stylize"] == {"name": "impasto stylize (histogram)", "size": [96, 64]}
 
 
 GUI_PROBE = r'''

@@ -25,6 +25,33 @@ from .jobs import CallThread, JobThread
 SETTINGS = "impasto"
 
 
+class StyleCombo(QComboBox):
+    """'none', 'image file...', then the document's paint layers, refreshed each time it opens."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.addItem("none")
+        self.addItem("image file...")
+        self.layers = []
+
+    def showPopup(self) -> None:
+        self.refresh()
+        super().showPopup()
+
+    def refresh(self) -> None:
+        current = self.currentIndex()
+        while self.count() > 2:
+            self.removeItem(2)
+        self.layers = document.paint_layers(Krita.instance().activeDocument())
+        for layer in self.layers:
+            self.addItem(f"layer: {layer.name()}")
+        self.setCurrentIndex(min(current, self.count() - 1))
+
+    def layer(self):
+        i = self.currentIndex() - 2
+        return self.layers[i] if 0 <= i < len(self.layers) else None
+
+
 def setting(key: str, default: str) -> str:
     return Krita.instance().readSetting(SETTINGS, key, default)
 
@@ -71,9 +98,7 @@ class ImpastoDocker(DockWidget):
         form.addRow("Loss", self.loss)
 
         style_row = QHBoxLayout()
-        self.style = QComboBox()
-        self.style.addItem("none")
-        self.style.addItem("image file...")
+        self.style = StyleCombo()
         self.style_path = ""
         pick = QPushButton("...")
         pick.clicked.connect(self.pick_style_file)
@@ -164,10 +189,12 @@ class ImpastoDocker(DockWidget):
         if self.style.currentIndex() == 1 and self.style_path:
             with open(self.style_path, "rb") as f:
                 style = f.read()
+        elif self.style.layer() is not None:
+            style = document.layer_image(doc, self.style.layer())
         inputs, want_svg = self.inputs, self.vector.isChecked()
         if op == "stylize":
             if style is None:
-                self.message.setText("stylize needs a style image: pick a file")
+                self.message.setText("stylize needs a style image: pick a file or a layer")
                 return
 
             def start(client):

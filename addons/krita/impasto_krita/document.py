@@ -66,6 +66,28 @@ def read_layer(doc, node, selection_only: bool) -> LayerInputs:
     return LayerInputs(w, h, pixels, mask)
 
 
+def paint_layers(doc) -> list:
+    """The document's paint layers, top to bottom (candidates for a style image)."""
+    found = []
+
+    def walk(node):
+        for child in reversed(node.childNodes()):
+            if child.type() == "paintlayer" and not child.name().startswith("impasto preview"):
+                found.append(child)
+            walk(child)
+
+    if doc is not None:
+        walk(doc.rootNode())
+    return found
+
+
+def layer_image(doc, node) -> RawImage:
+    """A layer's pixels across the document as a raw BGRA image (e.g. a style image)."""
+    check_document(doc)
+    w, h = doc.width(), doc.height()
+    return RawImage(bytes(node.projectionPixelData(0, 0, w, h)), w, h, 4, order="ORDER_BGR")
+
+
 def decode_png(png: bytes, width: int, height: int) -> bytes:
     """PNG bytes -> BGRA bytes (Krita's layout) at exactly width x height."""
     image = QImage.fromData(QByteArray(png), "PNG")
