@@ -30,3 +30,12 @@ class RunningServer:
             self.process.wait(20)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def build_addons(out) -> None:
+    """Build the add-on zips with addons/build.py into ``out``, as a user would."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "addons" / "build.py"), "--out", str(out)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from serving import RunningServer
+from serving import RunningServer, build_addons
 
 ROOT = Path(__file__).resolve().parents[1]
 BPY_PYTHON = Path(os.environ.get("IMPASTO_BPY_PYTHON", ROOT / ".venv-bpy" / "bin" / "python"))
@@ -162,9 +161,7 @@ def server():
 
 
 def test_blender_extension_paints_textures_and_restyles_images(server, tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "addons" / "build.py"), "--out", str(tmp_path / "dist")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    build_addons(tmp_path / "dist")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     report = tmp_path / "report.json"

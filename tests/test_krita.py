@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from serving import RunningServer
+from serving import RunningServer, build_addons
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,9 +130,7 @@ def server():
 
 
 def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_dead_server(server, tmp_path):
-    run = subprocess.run([sys.executable, str(ROOT / "addons" / "build.py"), "--out", str(tmp_path / "dist")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    build_addons(tmp_path / "dist")
     pykrita = tmp_path / "pykrita"
     with zipfile.ZipFile(tmp_path / "dist" / "impasto-krita.zip") as z:
         z.extractall(pykrita)
@@ -281,9 +278,7 @@ def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(se
     """
     from impasto.runtime.images import load_image, resize, save_image
 
-    run = subprocess.run([sys.executable, str(ROOT / "addons" / "build.py"), "--out", str(tmp_path / "dist")],
-                         capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
+    build_addons(tmp_path / "dist")
     pykrita = tmp_path / "data" / "krita" / "pykrita"
     with zipfile.ZipFile(tmp_path / "dist" / "impasto-krita.zip") as z:
         z.extractall(pykrita)

@@ -135,13 +135,8 @@ class IMPASTO_OT_paint_image(_JobOperator):
         name, in_place = image.name, s.in_place
 
         def apply(result: dict) -> str:
-            target = bpy.data.images.get(name)
-            if in_place and target is not None:
-                images.replace_pixels(target, result["image"])
-                return f"painted '{name}' in place ({result.get('strokes', '?')} strokes)"
-            new = images.load_png(result["image"], f"{name} (impasto {options['brush']})")
-            _show(context, new)
-            return f"painted '{new.name}' ({result.get('strokes', '?')} strokes)"
+            where = _deliver(context, result["image"], name, in_place, f"{name} (impasto {options['brush']})")
+            return f"painted {where} ({result.get('strokes', '?')} strokes)"
 
         return self.launch(context, jobs.Job("paint", client(), lambda c: c.paint_events(raw, options, style=style), apply))
 
@@ -200,13 +195,7 @@ class IMPASTO_OT_stylize_image(_JobOperator):
         name, in_place = image.name, s.in_place
 
         def apply(result: dict) -> str:
-            target = bpy.data.images.get(name)
-            if in_place and target is not None:
-                images.replace_pixels(target, result["image"])
-                return f"restyled '{name}' in place"
-            new = images.load_png(result["image"], f"{name} (impasto style)")
-            _show(context, new)
-            return f"restyled as '{new.name}'"
+            return f"restyled {_deliver(context, result['image'], name, in_place, f'{name} (impasto style)')}"
 
         return self.launch(context, jobs.Job("stylize", client(), lambda c: c.stylize_events(content, style, options=options), apply))
 
@@ -222,6 +211,17 @@ class IMPASTO_OT_cancel(bpy.types.Operator):
             job.cancel()
             context.scene.impasto.message = f"{job.label}: cancelling..."
         return {"FINISHED"}
+
+
+def _deliver(context, png: bytes, name: str, in_place: bool, new_name: str) -> str:
+    """Put a result into image ``name`` (in place) or a new image; says where, for the message."""
+    target = bpy.data.images.get(name)
+    if in_place and target is not None:
+        images.replace_pixels(target, png)
+        return f"'{name}' in place"
+    new = images.load_png(png, new_name)
+    _show(context, new)
+    return f"'{new.name}'"
 
 
 def _show(context, image: bpy.types.Image) -> None:
