@@ -257,6 +257,27 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("--report", action="store_true", help="print a JSON summary on stdout")
     cp.set_defaults(func=_cmd_client_paint)
 
+    ba = sub.add_parser(
+        "batch",
+        help="run a job spec (paint, texture or stylize over many images) locally, on Ray, or as farm chunks",
+        description="Expands SPEC (TOML or JSON: op, inputs, output pattern, [params]) into numbered tasks and runs "
+        "them: on --workers local processes (default), on a Ray cluster (--ray), or on a running server (--server). "
+        "Finished outputs are skipped on a re-run; every write is atomic; failures are recorded and the rest go on. "
+        "--items A-B runs one chunk (render farms). See docs/batch.md.",
+    )
+    ba.add_argument("spec", help="the job spec (.toml or .json)")
+    ba.add_argument("--workers", type=int, default=1, help="worker processes or Ray actors (default 1)")
+    ba.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on Ray Data: a local Ray instance, or the cluster at ADDRESS (ray://host:10001, auto)")
+    ba.add_argument("--items", default=None, metavar="A-B", help="only tasks A..B (0-based, inclusive): a farm task's chunk")
+    ba.add_argument("--server", default=None, metavar="HOST:PORT", help="send tasks to a running impasto server's gRPC port")
+    ba.add_argument("--token", default=None, help="bearer token for --server (default: IMPASTO_TOKEN)")
+    ba.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
+    ba.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
+    ba.add_argument("--count", action="store_true", help="print the number of tasks and exit (for farm templates)")
+    ba.add_argument("--json", action="store_true", help="print a JSON summary")
+    ba.set_defaults(func=_cmd_batch)
+
     mo = sub.add_parser(
         "models",
         help="list the models of a repository and the backends that can serve them here",
@@ -545,6 +566,66 @@ def _cmd_stylize(args: argparse.Namespace) -> dict:
     return {"output": args.output, "size": [int(result.shape[2]), int(result.shape[1])], "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def _cmd_batch(args: argparse.Namespace) -> dict:
+    import os
+    import time
+
+    from tqdm import tqdm
+
+    from impasto.runtime.batch.spec import expand, load_spec, select
+    from impasto.runtime.config import load_settings
+    from impasto.train.loops.renderer import resolve_device
+
+    settings = load_settings({"device": args.device, "token": args.token})
+    spec = load_spec(args.spec)
+    tasks = select(expand(spec), args.items)
+    if args.count:
+        print(len(expand(spec)))
+        return {}
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
+    try:
+        device = str(resolve_device(settings.device)) if not args.server else "cpu"
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    options = {"device": device, "threads": threads, "server": args.server, "token": settings.token or None,
+               "max_side": settings.max_side, "vgg_weights": settings.vgg_weights or None}
+    from impasto.runtime.batch.runner import TaskRunner
+
+    TaskRunner(spec, **options)  # bad [params] fail here, before any worker starts
+    if args.ray is not None:
+        from impasto.runtime.batch.ray_data import run_ray
+
+        results = run_ray(str(spec.path), tasks, args.workers, options, args.ray or None)
+    else:
+        from impasto.runtime.batch.pool import run_pool
+
+        results = run_pool(str(spec.path), tasks, args.workers, options)
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    failures = []
+    t0 = time.perf_counter()
+    with tqdm(total=len(tasks), desc=f"batch {spec.op}", unit="item", disable=args.json or None) as bar:
+        for r in results:
+            counts[r.status] += 1
+            if r.status == "failed":
+                failures.append({"index": r.index, "output": r.output, "error": r.error})
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+    summary = {"spec": str(spec.path), "op": spec.op, "tasks": len(tasks), **counts, "failures": failures,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        print(f"{len(tasks)} tasks: {counts['done']} done, {counts['skipped']} skipped (already done), "
+              f"{counts['failed']} failed ({summary['seconds']:.0f} s)")
+        for f in failures[:10]:
+            print(f"  failed #{f['index']}: {f['error']}")
+    if failures:
+        raise SystemExit(1)
+    return {}
+
+
 def _cmd_models(args: argparse.Namespace) -> dict:
     from impasto.export.repository import list_models, read_model
     from impasto.runtime.backends import available_backends
@@ -819,8 +900,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from impasto.runtime.backends import InferenceInputError
     from impasto.runtime.ops.paint_job import PaintRequestError
     from impasto.runtime.ops.synthesis import SynthesisInputError
+    from impasto.runtime.batch.spec import SpecError
+    from impasto.runtime.api.convert import WireError
 
-    return (UsageError, PaintRequestError, SynthesisInputError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
+    return (UsageError, PaintRequestError, SynthesisInputError, SpecError, WireError, ConfigError, StrokeParamError, UnknownBrushError, FileNotFoundError, ImageInputError,
             StrokeFileError, VGGWeightsMissing, ExportError, InvalidModelNameError, UnknownModelError,
             RepositoryError, TensorRTUnavailable, EngineBuildError, InferenceInputError)
 
