@@ -52,17 +52,11 @@ def decode_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "
     Alpha is composited on white. The size is checked from the header before the pixels
     are decoded, so a huge image is refused without allocating it.
     """
-    if not data:
-        raise ImageInputError(f"{what} is empty (0 bytes)")
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # our own limit below, with a clearer message
+    Image.MAX_IMAGE_PIXELS = None  # our own limit (image_size), with a clearer message
     try:
+        image_size(data, max_side=max_side, what=what)
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w == 0 or h == 0:
-                raise ImageInputError(f"{what} is empty ({w}x{h})")
-            if max(w, h) > max_side:
-                raise ImageInputError(f"{what} is {w}x{h}; the limit is {max_side} px a side")
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 rgba = im.convert("RGBA")
@@ -76,6 +70,26 @@ def decode_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     return from_uint8(array)
+
+
+def image_size(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> tuple[int, int]:
+    """(width, height) of encoded image bytes, read from the header and checked against the limit."""
+    if not data:
+        raise ImageInputError(f"{what} is empty (0 bytes)")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Exception as e:  # PIL raises many types for a broken header
+        raise ImageInputError(f"{what} is not a readable image ({e.__class__.__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if w == 0 or h == 0:
+        raise ImageInputError(f"{what} is empty ({w}x{h})")
+    if max(w, h) > max_side:
+        raise ImageInputError(f"{what} is {w}x{h}; the limit is {max_side} px a side")
+    return w, h
 
 
 def encode_png(image: torch.Tensor | np.ndarray) -> bytes:

@@ -225,6 +225,11 @@ def test_bad_requests_get_clear_statuses_and_the_server_keeps_serving(server, ph
             with pytest.raises(grpc.RpcError) as info:
                 client.render(strokes_json)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and text in info.value.details()
+        huge = json.dumps({"format": "impasto.strokes", "version": 1, "brush": "oil",
+                           "canvas": {"width": 8, "height": 8}, "strokes": []})
+        with pytest.raises(grpc.RpcError) as info:
+            client.render(huge, size=16000)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "megapixels" in info.value.details()
         for call in (client.get_job, client.cancel_job):
             with pytest.raises(grpc.RpcError) as info:
                 call("no-such-job")

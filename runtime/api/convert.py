@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from impasto.runtime.api import studio_pb2 as pb
-from impasto.runtime.images import ImageInputError, decode_image, encode_png
+from impasto.runtime.images import ImageInputError, decode_image, encode_png, image_size
 from impasto.runtime.ops.paint import MAX_STROKES, PaintOptions
 from impasto.runtime.ops.paint_job import PaintJob, PaintOutcome, PaintRequestError, parse_colour
 
@@ -37,8 +37,8 @@ def srgb_to_linear(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
 
 
-def raw_to_tensor(raw: pb.RawImage, field: str, max_side: int) -> torch.Tensor:
-    """A raw tensor message as (C, H, W) float in [0, 1], sRGB-encoded, RGB order, top row first."""
+def _check_raw(raw: pb.RawImage, field: str, max_side: int) -> np.dtype:
+    """Sizes, channels, dtype, data length and finiteness of a raw image; returns its dtype."""
     w, h, c = raw.width, raw.height, raw.channels
     if w == 0 or h == 0:
         raise WireError(f"{field}: raw image is empty ({w}x{h})")
@@ -52,10 +52,17 @@ def raw_to_tensor(raw: pb.RawImage, field: str, max_side: int) -> torch.Tensor:
     expected = w * h * c * dtype.itemsize
     if len(raw.data) != expected:
         raise WireError(f"{field}: raw data is {len(raw.data)} bytes; {w}x{h}x{c} {dtype.name} needs {expected}")
+    if dtype.kind == "f" and not np.isfinite(np.frombuffer(raw.data, dtype=dtype)).all():
+        raise WireError(f"{field}: raw image contains NaN or infinite values")
+    return dtype
+
+
+def raw_to_tensor(raw: pb.RawImage, field: str, max_side: int) -> torch.Tensor:
+    """A raw tensor message as (C, H, W) float in [0, 1], sRGB-encoded, RGB order, top row first."""
+    w, h, c = raw.width, raw.height, raw.channels
+    dtype = _check_raw(raw, field, max_side)
     array = np.frombuffer(raw.data, dtype=dtype).reshape(h, w, c)
     if dtype.kind == "f":
-        if not np.isfinite(array).all():
-            raise WireError(f"{field}: raw image contains NaN or infinite values")
         t = torch.from_numpy(array.astype(np.float32))
     else:
         t = torch.from_numpy(array.copy()).float() / 255.0
@@ -71,14 +78,35 @@ def raw_to_tensor(raw: pb.RawImage, field: str, max_side: int) -> torch.Tensor:
     return t
 
 
-def image_to_tensor(msg: pb.Image, field: str, max_side: int) -> torch.Tensor:
-    """An Image message as (3, H, W) in [0, 1]; alpha is composited on white, as for files."""
+def image_dims(msg: pb.Image, field: str, max_side: int) -> tuple[int, int]:
+    """(H, W) of an Image message, checked without decoding its pixels (the server's quick check).
+
+    Encoded files are measured from their header, so a small file that would decode to
+    gigabytes is judged by its size, in the server process, and decoded only in the sidecar.
+    """
+    if _kind(msg, field) == "raw":
+        _check_raw(msg.raw, field, max_side)
+        return msg.raw.height, msg.raw.width
+    try:
+        w, h = image_size(msg.encoded, max_side=max_side, what=field)
+    except ImageInputError as e:
+        raise WireError(str(e)) from None
+    return h, w
+
+
+def _kind(msg: pb.Image, field: str) -> str:
+    """Which form an Image message takes (encoded or raw); an empty or unresolved one is an error."""
     kind = msg.WhichOneof("data")
     if kind is None:
         raise WireError(f"{field}: no image given (set encoded or raw)")
     if kind == "ref":
         raise WireError(f"{field}: ref '{msg.ref}' was not resolved (multipart part missing)")
-    if kind == "encoded":
+    return kind
+
+
+def image_to_tensor(msg: pb.Image, field: str, max_side: int) -> torch.Tensor:
+    """An Image message as (3, H, W) in [0, 1]; alpha is composited on white, as for files."""
+    if _kind(msg, field) == "encoded":
         try:
             return decode_image(msg.encoded, max_side=max_side, what=field)
         except ImageInputError as e:
@@ -295,3 +323,53 @@ def stylize_inputs(req: pb.StylizeRequest, max_side: int, device: str = "cpu", v
 
 def image_result(image: torch.Tensor, seconds: float) -> pb.ImageResult:
     return pb.ImageResult(image=png_image(image), width=int(image.shape[2]), height=int(image.shape[1]), seconds=seconds)
+
+
+# --- the server's quick checks: everything but decoding pixels ---------------------------------
+
+MIN_SYNTHESIS_SIDE = 64  # VGG-19's relu5_1 sits after four 2x poolings
+
+
+def check_paint(req: pb.PaintRequest, max_side: int) -> None:
+    """Everything :func:`paint_job` checks, without decoding the images (raises WireError)."""
+    h, w = image_dims(req.image, "image", max_side)
+    options, size, colour = paint_options(req.options, "cpu", None)
+    if size > max_side:
+        raise WireError(f"options.size must be between 1 and {max_side}, got {size}")
+    for field in ("mask", "canvas_image"):
+        if req.HasField(field):
+            fh, fw = image_dims(getattr(req, field), field, max_side)
+            if (fh, fw) != (h, w):
+                raise WireError(f"{field} is {fw}x{fh}, the image is {w}x{h}: they must match")
+    if req.HasField("style"):
+        image_dims(req.style, "style", max_side)
+    options.background = colour
+    try:
+        options.validate()
+    except ValueError as e:
+        raise WireError(str(e)) from None
+
+
+def check_texture(req: pb.TextureRequest, max_side: int) -> None:
+    h, w = image_dims(req.exemplar, "exemplar", max_side)
+    width, height = req.width or DEFAULT_TEXTURE_SIDE, req.height or DEFAULT_TEXTURE_SIDE
+    if max(width, height) > max_side:
+        raise WireError(f"width x height is {width}x{height}; the limit is {max_side} px a side")
+    if min(h, w) < MIN_SYNTHESIS_SIDE or min(width, height) < MIN_SYNTHESIS_SIDE:
+        raise WireError(f"exemplar ({w}x{h}) and output ({width}x{height}) need at least {MIN_SYNTHESIS_SIDE} px a side")
+    synthesis_options(req.options, "cpu", None, req.tileable)
+
+
+def check_stylize(req: pb.StylizeRequest, max_side: int) -> None:
+    content = image_dims(req.content, "content", max_side)
+    style = image_dims(req.style, "style", max_side)
+    if req.HasField("content_labels") != req.HasField("style_labels"):
+        raise WireError("give both content_labels and style_labels, or neither")
+    if req.HasField("content_labels"):
+        for field, ref in (("content_labels", content), ("style_labels", style)):
+            dims = image_dims(getattr(req, field), field, max_side)
+            if dims != ref:
+                raise WireError(f"{field} is {dims[1]}x{dims[0]}, its image {ref[1]}x{ref[0]}: they must match")
+    if min(*content, *style) < MIN_SYNTHESIS_SIDE:
+        raise WireError(f"content and style need at least {MIN_SYNTHESIS_SIDE} px a side")
+    synthesis_options(req.options, "cpu", None)

@@ -27,6 +27,8 @@ from impasto.train.brushes import BRUSHES, get_brush, render_strokes
 
 log = logging.getLogger(__name__)
 
+MAX_RENDER_PIXELS = 64 << 20  # 8192 x 8192: about 3 GB of float canvas and buffers at most
+
 
 def version() -> str:
     try:
@@ -73,16 +75,16 @@ class Studio:
         return reply
 
     async def submit_paint(self, request: pb.PaintRequest):
-        """Check the request fully (raises WireError), then queue it; returns the job record."""
-        await asyncio.get_running_loop().run_in_executor(None, convert.paint_job, request, self.max_side)
+        """Check the request (raises WireError; pixels are decoded only in the sidecar), then queue it."""
+        await asyncio.get_running_loop().run_in_executor(None, convert.check_paint, request, self.max_side)
         return self.jobs.submit("paint", request)
 
     async def submit_texture(self, request: pb.TextureRequest):
-        await asyncio.get_running_loop().run_in_executor(None, convert.texture_inputs, request, self.max_side)
+        await asyncio.get_running_loop().run_in_executor(None, convert.check_texture, request, self.max_side)
         return self.jobs.submit("texture", request)
 
     async def submit_stylize(self, request: pb.StylizeRequest):
-        await asyncio.get_running_loop().run_in_executor(None, convert.stylize_inputs, request, self.max_side)
+        await asyncio.get_running_loop().run_in_executor(None, convert.check_stylize, request, self.max_side)
         return self.jobs.submit("stylize", request)
 
     async def render(self, request: pb.RenderRequest) -> pb.RenderReply:
@@ -96,6 +98,9 @@ class Studio:
         if not 1 <= longer <= self.max_side:
             raise convert.WireError(f"size must be between 1 and {self.max_side}, got {longer}")
         h, w = output_size(sf.height, sf.width, longer)
+        if h * w > MAX_RENDER_PIXELS:  # Render runs in the server process: keep its memory bounded
+            raise convert.WireError(f"a {w}x{h} render is {h * w / 1e6:.0f} megapixels; the server renders at most "
+                                    f"{MAX_RENDER_PIXELS / 1e6:.0f} (render larger prints locally with `impasto render`)")
         background = sf.background
         if request.canvas:
             try:
