@@ -84,6 +84,7 @@ class RepositoryModel:
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
     parameters: dict[str, str] = field(default_factory=dict)
+    config: object = field(default=None, compare=False, repr=False)  # the parsed Triton ModelConfig message
 
     @property
     def version_folder(self) -> Path:
@@ -220,6 +221,7 @@ def read_model_folder(folder: Path, expect_name: str | None = None, version: int
         preferred_batch_sizes=tuple(config.dynamic_batching.preferred_batch_size),
         max_queue_delay_us=config.dynamic_batching.max_queue_delay_microseconds,
         parameters={k: v.string_value for k, v in config.parameters.items()},
+        config=config,
     )
 
 

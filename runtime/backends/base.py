@@ -26,6 +26,9 @@ class Backend(ABC):
 
     def __init__(self, model: RepositoryModel):
         self.model = model
+        # (min, max) shapes of inputs that have a profile: parsed once, checked on every request
+        self.profiles = {t.name: model.profile(t.name)[::2] for t in model.inputs
+                         if f"impasto.profile.{t.name}" in model.parameters}
 
     @property
     def inputs(self) -> tuple[TensorInfo, ...]:
@@ -74,9 +77,8 @@ class Backend(ABC):
             for axis, (want, got) in enumerate(zip(t.dims, a.shape[1:]), start=1):
                 if want != -1 and want != got:
                     raise InferenceInputError(f"{where}: axis {axis} must be {want}, got {got} (shape {a.shape})")
-            key = f"impasto.profile.{t.name}"
-            if key in self.model.parameters:
-                low, _, high = self.model.profile(t.name)
+            if t.name in self.profiles:
+                low, high = self.profiles[t.name]
                 for axis, (lo, hi, got) in enumerate(zip(low, high, a.shape)):
                     if not lo <= got <= hi:
                         raise InferenceInputError(f"{where}: axis {axis} is {got}, outside the profile's {lo}..{hi}")

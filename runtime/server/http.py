@@ -247,14 +247,8 @@ class HttpApi:
         return web.json_response({"name": request.match_info["model"], "ready": ready}, status=200 if ready else 400)
 
     async def model_config(self, request):
-        from impasto.export.repository import CONFIG
-
         m = self.models.get(request.match_info["model"])
-        from google.protobuf import text_format
-        from tritonclient.grpc import model_config_pb2
-
-        config = text_format.Parse((m.info.folder / CONFIG).read_text(), model_config_pb2.ModelConfig())
-        return web.json_response(json_format.MessageToDict(config, preserving_proto_field_name=True))
+        return web.json_response(json_format.MessageToDict(m.info.config, preserving_proto_field_name=True))
 
     async def infer(self, request):
         m = self.models.get(request.match_info["model"])

@@ -12,12 +12,9 @@ import time
 
 import grpc
 import numpy as np
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as kpb
 from tritonclient.grpc import service_pb2_grpc
 
-from impasto.export.repository import CONFIG
 from impasto.runtime.api.convert import WireError
 from impasto.runtime.server.errors import status_of
 from impasto.runtime.server.models import ModelPool
@@ -102,8 +99,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             m = self.models.get(request.name)
         except Exception as e:
             await self._fail(context, e)
-        config = text_format.Parse((m.info.folder / CONFIG).read_text(), model_config_pb2.ModelConfig())
-        return kpb.ModelConfigResponse(config=config)
+        return kpb.ModelConfigResponse(config=m.info.config)
 
     async def ModelStatistics(self, request, context):
         names = [request.name] if request.name else sorted(self.models.models)
