@@ -187,18 +187,25 @@ def read_options(msg, choices: dict[str, list[str]], ranges: dict[str, tuple[flo
     return values
 
 
+_TYPE_NAMES = {9: "string", 13: "int", 3: "int", 2: "float", 8: "bool"}  # protobuf field types -> OptionInfo.type
+
+
+def _option_infos(message, defaults: dict, choices: dict, ranges: dict, help_text: dict) -> list[pb.OptionInfo]:
+    """One OptionInfo per field of an options message: type, default, choices, range, help."""
+    infos = []
+    for name, field in message.DESCRIPTOR.fields_by_name.items():
+        lo, hi = ranges.get(name, (0, 0))
+        default = defaults.get(name)
+        infos.append(pb.OptionInfo(name=name, type=_TYPE_NAMES.get(field.type, "string"),
+                                   default="" if default is None else str(default), choices=choices.get(name, []),
+                                   min=lo, max=hi, help=help_text.get(name, "")))
+    return infos
+
+
 def paint_option_infos() -> list[pb.OptionInfo]:
     """The paint options with defaults, choices and ranges, for Capabilities (add-ons build forms from it)."""
-    defaults = PaintOptions()
-    infos = []
-    for name in pb.PaintOptions.DESCRIPTOR.fields_by_name:
-        default = {"size": DEFAULT_SIZE, "canvas": DEFAULT_CANVAS}.get(name, getattr(defaults, name, None))
-        kind = pb.PaintOptions.DESCRIPTOR.fields_by_name[name].type
-        type_name = {9: "string", 13: "int", 3: "int", 2: "float", 8: "bool"}.get(kind, "string")
-        lo, hi = _RANGES.get(name, (0, 0))
-        infos.append(pb.OptionInfo(name=name, type=type_name, default="" if default is None else str(default),
-                                   choices=_CHOICES.get(name, []), min=lo, max=hi, help=_HELP.get(name, "")))
-    return infos
+    defaults = {**vars(PaintOptions()), "size": DEFAULT_SIZE, "canvas": DEFAULT_CANVAS}
+    return _option_infos(pb.PaintOptions, defaults, _CHOICES, _RANGES, _HELP)
 
 
 def paint_options(msg: pb.PaintOptions, device: str, vgg_weights: str | None) -> tuple[PaintOptions, int, tuple[float, float, float]]:
@@ -273,14 +280,8 @@ DEFAULT_TEXTURE_SIDE = 512
 def synthesis_option_infos(extra: list[pb.OptionInfo] = ()) -> list[pb.OptionInfo]:
     from impasto.runtime.ops.synthesis import SynthesisOptions
 
-    defaults = SynthesisOptions()
-    infos = list(extra)
-    for name, field in pb.SynthesisOptions.DESCRIPTOR.fields_by_name.items():
-        type_name = {9: "string", 13: "int", 3: "int", 2: "float"}.get(field.type, "string")
-        lo, hi = _SYNTHESIS_RANGES.get(name, (0, 0))
-        infos.append(pb.OptionInfo(name=name, type=type_name, default=str(getattr(defaults, name)),
-                                   choices=_SYNTHESIS_CHOICES.get(name, []), min=lo, max=hi, help=_SYNTHESIS_HELP.get(name, "")))
-    return infos
+    return list(extra) + _option_infos(pb.SynthesisOptions, vars(SynthesisOptions()), _SYNTHESIS_CHOICES,
+                                       _SYNTHESIS_RANGES, _SYNTHESIS_HELP)
 
 
 def synthesis_options(msg: pb.SynthesisOptions, device: str, vgg_weights: str | None, tileable: bool = False):
@@ -297,27 +298,20 @@ def synthesis_options(msg: pb.SynthesisOptions, device: str, vgg_weights: str | 
 
 
 def texture_inputs(req: pb.TextureRequest, max_side: int, device: str = "cpu", vgg_weights: str | None = None):
-    """(exemplar, (H, W), options) of a TextureRequest, checked."""
+    """(exemplar, (H, W), options) of a TextureRequest: :func:`check_texture`, then the pixels decoded."""
+    check_texture(req, max_side)
     exemplar = image_to_tensor(req.exemplar, "exemplar", max_side)
-    w, h = req.width or DEFAULT_TEXTURE_SIDE, req.height or DEFAULT_TEXTURE_SIDE
-    if max(w, h) > max_side:
-        raise WireError(f"width x height is {w}x{h}; the limit is {max_side} px a side")
-    return exemplar, (h, w), synthesis_options(req.options, device, vgg_weights, req.tileable)
+    size = (req.height or DEFAULT_TEXTURE_SIDE, req.width or DEFAULT_TEXTURE_SIDE)
+    return exemplar, size, synthesis_options(req.options, device, vgg_weights, req.tileable)
 
 
 def stylize_inputs(req: pb.StylizeRequest, max_side: int, device: str = "cpu", vgg_weights: str | None = None):
-    """(content, style, labels dict, options) of a StylizeRequest, checked."""
+    """(content, style, labels dict, options) of a StylizeRequest: :func:`check_stylize`, then the pixels decoded."""
+    check_stylize(req, max_side)
     content = image_to_tensor(req.content, "content", max_side)
     style = image_to_tensor(req.style, "style", max_side)
-    if req.HasField("content_labels") != req.HasField("style_labels"):
-        raise WireError("give both content_labels and style_labels, or neither")
-    labels = {}
-    if req.HasField("content_labels"):
-        labels = {"content_labels": image_to_tensor(req.content_labels, "content_labels", max_side),
-                  "style_labels": image_to_tensor(req.style_labels, "style_labels", max_side)}
-        for name, image, ref in (("content_labels", labels["content_labels"], content), ("style_labels", labels["style_labels"], style)):
-            if image.shape != ref.shape:
-                raise WireError(f"{name} is {image.shape[2]}x{image.shape[1]}, its image {ref.shape[2]}x{ref.shape[1]}: they must match")
+    labels = {name: image_to_tensor(getattr(req, name), name, max_side)
+              for name in ("content_labels", "style_labels") if req.HasField(name)}
     return content, style, labels, synthesis_options(req.options, device, vgg_weights)
 
 

@@ -102,38 +102,29 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                     record(context, start, error)
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer, handler.response_serializer)
+        def streaming(inner):
+            """The same wrapper for server-streaming and bidirectional calls (first argument: request or iterator)."""
+
+            async def wrapped(request, context):
+                start, error = time.perf_counter(), None
+                try:
+                    await guard(context)
+                    async for item in inner(request, context):
+                        yield item
+                except BaseException as e:
+                    error = e
+                    raise
+                finally:
+                    record(context, start, error)
+
+            return wrapped
+
         if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(request, context):
-                start, error = time.perf_counter(), None
-                try:
-                    await guard(context)
-                    async for item in inner_stream(request, context):
-                        yield item
-                except BaseException as e:
-                    error = e
-                    raise
-                finally:
-                    record(context, start, error)
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), handler.request_deserializer,
+                                                        handler.response_serializer)
         if handler.stream_stream:
-            inner_bidi = handler.stream_stream
-
-            async def stream_stream(requests, context):
-                start, error = time.perf_counter(), None
-                try:
-                    await guard(context)
-                    async for item in inner_bidi(requests, context):
-                        yield item
-                except BaseException as e:
-                    error = e
-                    raise
-                finally:
-                    record(context, start, error)
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer, handler.response_serializer)
+            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), handler.request_deserializer,
+                                                         handler.response_serializer)
         return handler  # stream-unary: none in impasto's services
 
 

@@ -88,13 +88,15 @@ def layer_image(doc, node) -> RawImage:
     return RawImage(bytes(node.projectionPixelData(0, 0, w, h)), w, h, 4, order="ORDER_BGR")
 
 
-def decode_png(png: bytes, width: int, height: int) -> bytes:
-    """PNG bytes -> BGRA bytes (Krita's layout) at exactly width x height."""
+def decode_png(png: bytes, width: int, height: int, scale: bool = False) -> bytes:
+    """PNG bytes -> BGRA bytes (Krita's layout) at width x height (exactly, or ``scale``d to it)."""
     image = QImage.fromData(QByteArray(png), "PNG")
     if image.isNull():
         raise UnsupportedDocument("the server's result is not a readable PNG")
     if image.width() != width or image.height() != height:
-        raise UnsupportedDocument(f"the server returned {image.width()}x{image.height()}, the document is {width}x{height}")
+        if not scale:
+            raise UnsupportedDocument(f"the server returned {image.width()}x{image.height()}, the document is {width}x{height}")
+        image = image.scaled(width, height)
     image = image.convertToFormat(QImage.Format_ARGB32)  # stored as B, G, R, A bytes on little-endian machines
     bits = image.constBits()
     bits.setsize(image.byteCount())
@@ -121,41 +123,35 @@ def keep_outside(result: bytes, original: bytes, mask: bytes) -> bytes:
     return bytes(out)
 
 
-def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
-    """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged)."""
-    pixels = decode_png(png, inputs.width, inputs.height)
-    if inputs.mask is not None:
-        pixels = keep_outside(pixels, inputs.pixels, inputs.mask)
-    layer = doc.createNode(name, "paintlayer")
+def _result_pixels(inputs: LayerInputs, png: bytes, scale: bool = False) -> bytes:
+    """A result's BGRA pixels; with a selection, the source's own bytes outside it."""
+    pixels = decode_png(png, inputs.width, inputs.height, scale)
+    return keep_outside(pixels, inputs.pixels, inputs.mask) if inputs.mask is not None else pixels
+
+
+def _add_above(doc, source, layer):
+    """Insert ``layer`` right above ``source`` (at the top when there is no source)."""
     parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
     parent.addChildNode(layer, source)
+    return layer
+
+
+def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
+    """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged)."""
+    pixels = _result_pixels(inputs, png)
+    layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
     layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
     doc.refreshProjection()
     return layer
 
 
 def update_preview_layer(doc, source, inputs: LayerInputs, png: bytes, name: str = "impasto preview"):
-    """Create or refresh the preview layer above ``source`` (the preview may be smaller: scaled up)."""
-    image = QImage.fromData(QByteArray(png), "PNG")
-    if image.isNull():
-        return None
-    if image.width() != inputs.width or image.height() != inputs.height:
-        image = image.scaled(inputs.width, inputs.height)
-        buffer = QByteArray()
-        from PyQt5.QtCore import QBuffer, QIODevice
-
-        device = QBuffer(buffer)
-        device.open(QIODevice.WriteOnly)
-        image.save(device, "PNG")
-        png = bytes(buffer)
-    layer = doc.nodeByName(name)
-    pixels = decode_png(png, inputs.width, inputs.height)
-    if inputs.mask is not None:
-        pixels = keep_outside(pixels, inputs.pixels, inputs.mask)
-    if layer is None:
-        layer = doc.createNode(name, "paintlayer")
-        parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
-        parent.addChildNode(layer, source)
+    """Create or refresh the preview layer above ``source`` (a smaller preview is scaled up to fit)."""
+    try:
+        pixels = _result_pixels(inputs, png, scale=True)
+    except UnsupportedDocument:
+        return None  # an unreadable preview is skipped; the result is what counts
+    layer = doc.nodeByName(name) or _add_above(doc, source, doc.createNode(name, "paintlayer"))
     layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
     doc.refreshProjection()
     return layer
@@ -170,9 +166,7 @@ def remove_preview_layer(doc, name: str = "impasto preview") -> None:
 
 def add_vector_layer(doc, source, svg: str, name: str):
     """The strokes as a vector layer (SVG shapes) above ``source``."""
-    layer = doc.createVectorLayer(name)
-    parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
-    parent.addChildNode(layer, source)
+    layer = _add_above(doc, source, doc.createVectorLayer(name))
     layer.addShapesFromSvg(svg)
     return layer
 
