@@ -437,7 +437,7 @@ def _cmd_client_paint(args: argparse.Namespace) -> dict:
     options = dict(brush=args.brush, strokes=args.strokes, levels=args.levels, size=args.size, iterations=args.iterations,
                    lr=args.lr, renderer=args.renderer, patch=args.patch, style_mode=args.style_mode,
                    style_weight=args.style_weight, features=args.features, seed=args.seed,
-                   ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0))
+                   ot_weight=_ot_weight(args))
     if Path(args.canvas).is_file():
         canvas_image = args.canvas
     else:
@@ -578,10 +578,11 @@ def _cmd_batch(args: argparse.Namespace) -> dict:
 
     settings = load_settings({"device": args.device, "token": args.token})
     spec = load_spec(args.spec)
-    tasks = select(expand(spec), args.items)
+    every = expand(spec)
     if args.count:
-        print(len(expand(spec)))
+        print(len(every))
         return {}
+    tasks = select(every, args.items)
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
@@ -710,13 +711,18 @@ def _check_outputs(*paths: str | None) -> None:
             raise UsageError(f"output folder does not exist: {Path(p).parent}")
 
 
+def _ot_weight(args: argparse.Namespace) -> float:
+    """--ot-weight if given, else the reference's 0.1 with --ot, else off."""
+    return args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0)
+
+
 def _paint_options(args: argparse.Namespace, device: str, vgg_weights: str | None):
     from impasto.runtime.ops.paint import PaintOptions
 
     return PaintOptions(
         brush=args.brush, strokes=args.strokes, levels=args.levels, iterations=args.iterations or None, lr=args.lr,
         renderer=args.renderer, patch=args.patch, seed=args.seed, device=device,
-        ot_weight=args.ot_weight if args.ot_weight is not None else (0.1 if args.ot else 0.0),
+        ot_weight=_ot_weight(args),
         style_mode=args.style_mode, style_weight=args.style_weight, features=args.features,
         vgg_weights=vgg_weights,
     )

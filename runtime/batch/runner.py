@@ -16,7 +16,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -84,7 +84,11 @@ class TaskRunner:
             import torch
 
             torch.set_num_threads(threads)
-        self.params_key = json.dumps({"op": self.spec.op, "params": self.spec.params, "impasto": _version()}, sort_keys=True)
+        # the parameter files (style, mask, ...) are the same for every task: hashed once, into the params key
+        files = {k: _sha256(v) for k, v in self.spec.params.items()
+                 if k in ("style", "mask", "canvas", "content_labels", "style_labels") and isinstance(v, str) and os.path.isfile(v)}
+        self.params_key = json.dumps({"op": self.spec.op, "params": self.spec.params, "files": files,
+                                      "impasto": _version()}, sort_keys=True)
         self._check_params()
         self.net = None  # feature network for texture/stylize, built on first use and kept
 
@@ -141,28 +145,21 @@ class TaskRunner:
     # --- running ---------------------------------------------------------------------------
 
     def key(self, task: Task) -> str:
+        """What a finished task's record must match: op, params, parameter files and the input's content."""
         digest = hashlib.sha256(self.params_key.encode())
         digest.update(_sha256(task.input).encode() if os.path.isfile(task.input) else b"missing")
-        for key in ("style", "mask", "canvas", "content_labels", "style_labels"):
-            value = self.spec.params.get(key)
-            if isinstance(value, str) and os.path.isfile(value):
-                digest.update(_sha256(value).encode())
         return digest.hexdigest()
 
-    def is_done(self, task: Task) -> bool:
-        record = read_record(self.spec, task.index)
-        return bool(record and record.get("status") == "done" and os.path.isfile(task.output)
-                    and record.get("key") == self.key(task))
-
     def run(self, task: Task) -> TaskResult:
-        if self.is_done(task):
+        key = self.key(task)  # hashes the input once, for the skip check and the new record
+        record = read_record(self.spec, task.index)
+        if record and record.get("status") == "done" and record.get("key") == key and os.path.isfile(task.output):
             return TaskResult(task.index, task.output, "skipped")
         start = time.perf_counter()
         record = {"index": task.index, "input": task.input, "output": task.output, "run": RUN_ID}
         try:
             if not os.path.isfile(task.input):
                 raise FileNotFoundError(f"input '{task.input}' does not exist")
-            key = self.key(task)
             png = self._compute(task)
             Path(task.output).parent.mkdir(parents=True, exist_ok=True)
             with atomic_output(task.output) as f:
@@ -211,6 +208,3 @@ class TaskRunner:
                       "stylize": client.stylize_events}[self.spec.op](message)
             return client.wait(events).image.encoded
 
-
-def result_dict(result: TaskResult) -> dict:
-    return asdict(result)
