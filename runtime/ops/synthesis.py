@@ -148,13 +148,12 @@ class _Targets:
     """An exemplar's statistics at one scale, per layer and region."""
 
     def __init__(self, feats: dict[str, torch.Tensor], layers, loss: str, masks: dict[str, torch.Tensor] | None):
-        self.feats, self.loss = feats, loss
+        self.feats = feats
         self.gram, self.sorted = {}, {}
         for name in layers:
             f = feats[name]
             # a region too small to survive at this layer's resolution: use the whole exemplar
             regions = [m if m.sum() > 0 else None for m in masks[name]] if masks is not None else [None]
-            self.masks = masks
             self.gram[name] = [gram(f, m) for m in regions]
             if loss == "histogram":
                 self.sorted[name] = [sorted_features(f, m) for m in regions]
@@ -205,7 +204,6 @@ def synthesize(
                                       "which the exemplar's label map does not have")
         ids = list(range(len(out_palette)))
         remap = torch.tensor([ex_palette.index(c) for c in out_palette])
-        ex_map = torch.where(torch.isin(ex_map, remap), ex_map, -1)
         ex_ids = remap.tolist()
     scales = _scale_count(options, [H, W, eh, ew], net.min_side)
     total = scales * options.iterations
