@@ -185,6 +185,7 @@ class JobManager:
             while self.queue and len(self.running) < self.sidecar.slots:
                 if not self.sidecar.ready.is_set():
                     await self.sidecar.ready.wait()
+                    continue  # jobs may have been cancelled (dequeued) while the sidecar restarted
                 job = self.get(self.queue.popleft())
                 job.state = pb.RUNNING
                 self.running.add(job.id)
