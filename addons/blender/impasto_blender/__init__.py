@@ -69,10 +69,27 @@ class ImpastoSettings(bpy.types.PropertyGroup):
                                                   ("random", "Random", "a weak stand-in that needs no weights")])
 
 
-class _JobOperator(bpy.types.Operator):
+class _Launcher(bpy.types.Operator):
     """Common part: one job at a time, ``wait`` for scripts (runs in the calling thread)."""
 
     wait: BoolProperty(default=False, options={"HIDDEN", "SKIP_SAVE"})
+
+    def busy(self) -> bool:
+        if jobs.current() is not None:
+            self.report({"WARNING"}, "an impasto job is already running")
+            return True
+        return False
+
+    def launch(self, context, job: jobs.Job):
+        if self.busy():
+            return {"CANCELLED"}
+        jobs.start(job, wait=self.wait)
+        return {"FINISHED"}
+
+
+class _JobOperator(_Launcher):
+    """An operator working on an image: the Image Editor's, or ``image_name``."""
+
     image_name: StringProperty(default="", options={"HIDDEN", "SKIP_SAVE"}, description="the image to use (default: the Image Editor's)")
 
     def image(self, context) -> bpy.types.Image | None:
@@ -81,20 +98,11 @@ class _JobOperator(bpy.types.Operator):
         space = getattr(context, "space_data", None)
         return getattr(space, "image", None) if space is not None and space.type == "IMAGE_EDITOR" else None
 
-    def launch(self, context, job: jobs.Job):
-        if jobs.current() is not None:
-            self.report({"WARNING"}, "an impasto job is already running")
-            return {"CANCELLED"}
-        jobs.start(job, wait=self.wait)
-        return {"FINISHED"}
 
-
-class IMPASTO_OT_connect(bpy.types.Operator):
+class IMPASTO_OT_connect(_Launcher):
     bl_idname = "impasto.connect"
     bl_label = "Connect"
     bl_description = "Ask the server what it offers"
-
-    wait: BoolProperty(default=False, options={"HIDDEN", "SKIP_SAVE"})
 
     def execute(self, context):
         def apply(caps: dict) -> str:
@@ -103,10 +111,10 @@ class IMPASTO_OT_connect(bpy.types.Operator):
             context.scene.impasto.status = f"connected: impasto {caps.get('version', '?')} on {', '.join(caps.get('devices', []))}"
             return "connected"
 
-        if jobs.current() is not None:
-            self.report({"WARNING"}, "an impasto job is already running")
+        if self.busy():
             return {"CANCELLED"}
         context.scene.impasto.status = "connecting..."
+
         def fail(message: str) -> None:
             context.scene.impasto.status = "not connected"
 
