@@ -70,6 +70,10 @@ class TensorInfo:
     def numpy_dtype(self) -> np.dtype:
         return np.dtype(DTYPES[self.dtype][1])
 
+    def to_dict(self) -> dict:
+        """As reported to users: the batch axis shown as -1."""
+        return {"name": self.name, "dtype": self.dtype, "dims": [-1, *self.dims]}
+
 
 @dataclass(frozen=True)
 class RepositoryModel:

@@ -638,8 +638,8 @@ def _cmd_models(args: argparse.Namespace) -> dict:
         m = read_model(repo, name)
         models.append({
             "name": m.name, "version": m.version, "max_batch_size": m.max_batch_size,
-            "inputs": [{"name": t.name, "dtype": t.dtype, "dims": [-1, *t.dims]} for t in m.inputs],
-            "outputs": [{"name": t.name, "dtype": t.dtype, "dims": [-1, *t.dims]} for t in m.outputs],
+            "inputs": [t.to_dict() for t in m.inputs],
+            "outputs": [t.to_dict() for t in m.outputs],
             "description": m.parameters.get("impasto.description", ""),
         })
     if args.json:

@@ -39,16 +39,13 @@ class Backend(ABC):
         return self.model.outputs
 
     def describe(self) -> dict:
-        def tensors(ts):
-            return [{"name": t.name, "dtype": t.dtype, "dims": [-1, *t.dims]} for t in ts]
-
         return {
             "model": self.model.name,
             "version": self.model.version,
             "backend": self.name,
             "max_batch_size": self.model.max_batch_size,
-            "inputs": tensors(self.inputs),
-            "outputs": tensors(self.outputs),
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
         }
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
