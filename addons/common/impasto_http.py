@@ -157,17 +157,12 @@ class ImpastoClient:
     def finish(self, events) -> dict:
         """Follow ``events`` to the end: the result with its files fetched, or :class:`ImpastoError`."""
         for event in events:
-            if "image_result" in event:
-                result = dict(event["image_result"])
-                result["job_id"] = event["job_id"]
-                result["image"] = self.fetch(result["image"]["ref"])
-                return result
-            if "result" in event:
-                result = dict(event["result"])
-                result["job_id"] = event["job_id"]
-                result["image"] = self.fetch(result["image"]["ref"])
-                if "animation" in result:
-                    result["animation"] = self.fetch(result["animation"]["ref"])
+            kind = next((k for k in ("result", "image_result") if k in event), None)  # paint / texture, stylize
+            if kind is not None:
+                result = dict(event[kind], job_id=event["job_id"])
+                for name in ("image", "animation"):  # files come as URLs: fetch the bytes
+                    if name in result:
+                        result[name] = self.fetch(result[name]["ref"])
                 return result
             if "error" in event:
                 raise ImpastoError(event["error"]["message"], event["error"]["code"])
