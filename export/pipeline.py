@@ -19,7 +19,7 @@ import torch
 from impasto.export.compatibility import CompatibilityReport, check_tensorrt
 from impasto.export.fp16 import convert_to_fp16, count_precisions
 from impasto.export.onnx import OPSET, ExportError, Parity, check_parity, export_onnx
-from impasto.export.registry import get_model
+from impasto.export.registry import ExportableModel, get_model
 from impasto.export.repository import ONNX_FP16, ONNX_FP32, sha256, write_model
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class ExportResult:
         }
 
 
-def _build(name: str, checkpoint: Path | None) -> torch.nn.Module:
-    spec = get_model(name)
+def _build(spec: ExportableModel, checkpoint: Path | None) -> torch.nn.Module:
+    name = spec.name
     try:
         return spec.build(checkpoint)
     except FileNotFoundError as e:
@@ -73,7 +73,7 @@ def export_model(
     step = step or (lambda s: log.info("%s: %s", name, s))
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     step("loading weights")
-    module = _build(name, checkpoint)
+    module = _build(spec, checkpoint)
     with tempfile.TemporaryDirectory(prefix="impasto-export-") as tmp:
         fp32_path = Path(tmp) / ONNX_FP32
         step(f"exporting ONNX (opset {opset})")
