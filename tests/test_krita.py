@@ -21,7 +21,7 @@ from serving import RunningServer, build_addons
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("kritarunner") is None or shutil.which("xvfb-run") is None,
+    shutil.which("kritarunner") is None or shutil.which("Xvfb") is None,
     reason="needs Debian's krita and xvfb packages (.ci/run installs them)",
 )
 
@@ -129,7 +129,28 @@ def server():
     s.stop()
 
 
-def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_dead_server(server, tmp_path):
+@pytest.fixture(scope="module")
+def display():
+    """One Xvfb for the module; it names its display itself (``-displayfd``).
+
+    ``xvfb-run -a`` guesses a free number from lock files and races a server still
+    shutting down ("could not connect to display :99"), so it is not used.
+    """
+    read, write = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x860x24", "-nolisten", "tcp"],
+                            pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write)
+    with os.fdopen(read) as f:
+        number = f.readline().strip()
+    if not number:
+        xvfb.kill()
+        pytest.fail(f"Xvfb did not start: {xvfb.stderr.read().decode()[-2000:]}")
+    yield f":{number}"
+    xvfb.terminate()
+    xvfb.wait(timeout=30)
+
+
+def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_dead_server(server, display, tmp_path):
     build_addons(tmp_path / "dist")
     pykrita = tmp_path / "pykrita"
     with zipfile.ZipFile(tmp_path / "dist" / "impasto-krita.zip") as z:
@@ -139,12 +160,12 @@ def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_de
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"url": server.http, "dead_url": "http://127.0.0.1:9", "report": str(report)}))
     env = {**os.environ, "PYTHONPATH": str(pykrita), "IMPASTO_KRITA_TEST": str(params), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "DISPLAY": display}
     env.pop("VIRTUAL_ENV", None)
     # Krita embeds the system's Python and finds its home through PATH: a pyenv or venv python
     # first on PATH would hide Debian's PyQt5 from it
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    krita = subprocess.run(["xvfb-run", "-a", "kritarunner", "-s", "impasto_krita_test"], capture_output=True, text=True,
+    krita = subprocess.run(["kritarunner", "-s", "impasto_krita_test"], capture_output=True, text=True,
                            env=env, timeout=600, cwd=tmp_path)
     assert report.is_file(), f"kritarunner wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
     seen = json.loads(report.read_text())
@@ -270,7 +291,7 @@ Name=impasto GUI probe
 """
 
 
-def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(server, tmp_path):
+def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(server, display, tmp_path):
     """The full GUI: the docker connects, Run paints through its job thread, results land as layers.
 
     Also the path kritarunner cannot take (``addShapesFromSvg`` crashes there). Set
@@ -296,8 +317,8 @@ def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(se
               "shot": os.environ.get("IMPASTO_KRITA_SHOT", "")}
     (tmp_path / "params.json").write_text(json.dumps(params))
     env = {**os.environ, "IMPASTO_KRITA_TEST": str(tmp_path / "params.json"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin"}
-    krita = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x860x24", "krita", "--nosplash"], capture_output=True,
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "DISPLAY": display}
+    krita = subprocess.run(["krita", "--nosplash"], capture_output=True,
                            text=True, env=env, timeout=600, cwd=tmp_path)
     assert report.is_file(), f"Krita wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
     seen = json.loads(report.read_text())
@@ -305,7 +326,7 @@ def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(se
     assert seen["docker"] and seen["status"].startswith("connected: impasto")
     assert seen["ops"][:2] == ["paint", "stylize"]
     name = f"impasto paint (oil, {strokes} strokes)"
-    assert seen["message"].startswith(f"done: layer '{name}'"), seen["message"]
+    assert seen["message"].startswith(f"done: layer '{name}'"), f"{seen['message']}\n{krita.stderr[-4000:]}"
     names = [n for n, kind in seen["layers"]]
     assert name in names and "impasto preview" not in names
     assert (f"{name} strokes", "vectorlayer") in [tuple(x) for x in seen["layers"]]

@@ -210,7 +210,6 @@ class ImpastoDocker(DockWidget):
         self.thread.event.connect(self.on_event)
         self.thread.result.connect(self.on_result)
         self.thread.failed.connect(self.on_failed)
-        self.thread.finished.connect(self.on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -244,26 +243,42 @@ class ImpastoDocker(DockWidget):
             self.message.setText(f"running (preview failed: {e})")
 
     def on_result(self, result: dict) -> None:
-        document.remove_preview_layer(self.doc)
-        name = document.layer_name(self.job_op, self.job_options)
         try:
+            document.remove_preview_layer(self.doc)
+            name = document.layer_name(self.job_op, self.job_options)
             document.add_result_layer(self.doc, self.source, self.inputs, result["image"], name)
             if self.job_op == "paint" and self.vector.isChecked() and result.get("svg"):
                 document.add_vector_layer(self.doc, self.source, result["svg"], name + " strokes")
+            self.progress.setValue(self.progress.maximum())
+            self.message.setText(f"done: layer '{name}' ({float(result.get('seconds', 0)):.0f} s)")
         except document.UnsupportedDocument as e:
             self.message.setText(str(e))
-            return
-        self.progress.setValue(self.progress.maximum())
-        self.message.setText(f"done: layer '{name}' ({float(result.get('seconds', 0)):.0f} s)")
+        except Exception as e:  # never leave the docker showing "running" over a half-written result
+            self.message.setText(f"could not add the result: {type(e).__name__}: {e}")
+        finally:
+            self.job_ended()
 
     def on_failed(self, message: str) -> None:
-        document.remove_preview_layer(self.doc)
-        self.message.setText(message)
+        try:
+            document.remove_preview_layer(self.doc)
+        finally:
+            self.message.setText(message)
+            self.job_ended()
 
-    def on_finished(self) -> None:
+    def job_ended(self) -> None:
+        """The job is over once its result is in the document, not when its thread stops.
+
+        Writing layers refreshes the projection, which runs a nested event loop; the thread's
+        ``finished`` can arrive inside it, so ending the job there would re-enable Run while
+        the result is still being written. The thread is freed only here: deleting it earlier
+        drops its queued signals (PyQt ties them to the sender).
+        """
+        thread, self.thread = self.thread, None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
-        self.thread = None
+        if thread is not None:  # it emitted its last signal; let it return, then free it
+            thread.wait()
+            thread.deleteLater()
 
     def canvasChanged(self, canvas) -> None:  # Krita calls this when the active view changes
         pass
