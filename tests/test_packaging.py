@@ -45,3 +45,12 @@ def test_repository_stays_small_enough_to_travel():
     ).stdout.split()
     total = sum((ROOT / f).stat().st_size for f in files if (ROOT / f).is_file())
     assert total < 40 * 1024 * 1024, f"{total / 2**20:.1f} MiB"
+
+
+def test_the_installed_version_is_the_package_version():
+    """One version: the distribution's metadata reads impasto.__version__ (what servers report)."""
+    from importlib.metadata import version
+
+    import impasto
+
+    assert version("impasto") == impasto.__version__
