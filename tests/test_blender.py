@@ -57,6 +57,43 @@ def changed(a, b):
     return float(np.abs(a - b).mean())
 
 
+class Layout:
+    """Records what a panel's draw() lays out, checking each name against Blender's real RNA.
+
+    Background bpy draws no UI; this catches what a broken panel would only print to
+    Blender's console: an unknown property, operator or icon.
+    """
+
+    ICONS = set(bpy.types.UILayout.bl_rna.functions["prop"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def box(self):
+        return self
+
+    def row(self, **kw):
+        return self
+
+    def column(self, **kw):
+        return self
+
+    def label(self, text="", **kw):
+        self.seen.append(["label", text])
+
+    def prop(self, data, name, **kw):
+        if name not in data.bl_rna.properties:
+            raise KeyError(f"panel draws unknown property {name!r}")
+        self.seen.append(["prop", name])
+
+    def operator(self, idname, icon="NONE", **kw):
+        group, name = idname.split(".")
+        getattr(getattr(bpy.ops, group), name).get_rna_type()  # KeyError for an unknown operator
+        if icon not in self.ICONS:
+            raise KeyError(f"unknown icon {icon!r}")
+        self.seen.append(["operator", idname])
+
+
 try:
     bpy.ops.extensions.package_install_files(filepath=params["zip"], repo="user_default", enable_on_install=True)
     name = "bl_ext.user_default.impasto"
@@ -70,6 +107,13 @@ try:
 
     bpy.ops.impasto.connect(wait=True)
     report["status"] = s.status
+    report["panels"] = [hasattr(bpy.types, cls) for cls in ("IMPASTO_PT_image", "IMPASTO_PT_shader")]
+    report["panel"], report["shader_panel"] = [], []
+    ext.draw_panel(Layout(report["panel"]), bpy.context)
+    ext.draw_panel(Layout(report["shader_panel"]), bpy.context, texture_only=True)
+    s.running, report["running_panel"] = True, []
+    ext.draw_panel(Layout(report["running_panel"]), bpy.context)
+    s.running = False
 
     # an sRGB byte image, as loaded from a PNG
     photo = bpy.data.images.new("photo", 96, 64)
@@ -179,6 +223,13 @@ def test_blender_extension_paints_textures_and_restyles_images(server, tmp_path)
     seen = json.loads(report.read_text())
     assert "crash" not in seen, seen["crash"]
     assert seen["enabled"] and seen["status"].startswith("connected: impasto")
+    assert seen["panels"] == [True, True]
+    operators = [name for kind, name in seen["panel"] if kind == "operator"]
+    assert operators == ["impasto.connect", "impasto.paint_image", "impasto.synthesize_texture", "impasto.stylize_image"]
+    assert ["prop", "strokes"] in seen["panel"] and ["label", seen["status"]] in seen["panel"]
+    assert ["prop", "progress"] in seen["running_panel"] and ["operator", "impasto.cancel"] in seen["running_panel"]
+    shader = [name for kind, name in seen["shader_panel"] if kind == "operator"]
+    assert shader == ["impasto.connect", "impasto.synthesize_texture"]  # the node editor's panel: textures only
     paint = seen["paint_new"]
     assert paint["exists"] and paint["size"] == [96, 64] and paint["changed"] > 0.05 and paint["source_untouched"]
     assert seen["async_started"] == ["FINISHED"]
