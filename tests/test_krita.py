@@ -150,6 +150,18 @@ def display():
     xvfb.wait(timeout=30)
 
 
+def krita_env(tmp_path: Path, display: str, **extra: str) -> dict[str, str]:
+    """The environment Krita runs in: the module's X display, settings and data under ``tmp_path``.
+
+    Krita embeds the system's Python and finds its home through PATH: a pyenv or venv python
+    first on PATH would hide Debian's PyQt5 from it, so PATH is the system's.
+    """
+    env = {**os.environ, "DISPLAY": display, "XDG_DATA_HOME": str(tmp_path / "data"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", **extra}
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
 def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_dead_server(server, display, tmp_path):
     build_addons(tmp_path / "dist")
     pykrita = tmp_path / "pykrita"
@@ -159,12 +171,7 @@ def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_de
     report = tmp_path / "report.json"
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"url": server.http, "dead_url": "http://127.0.0.1:9", "report": str(report)}))
-    env = {**os.environ, "PYTHONPATH": str(pykrita), "IMPASTO_KRITA_TEST": str(params), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "DISPLAY": display}
-    env.pop("VIRTUAL_ENV", None)
-    # Krita embeds the system's Python and finds its home through PATH: a pyenv or venv python
-    # first on PATH would hide Debian's PyQt5 from it
-    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    env = krita_env(tmp_path, display, PYTHONPATH=str(pykrita), IMPASTO_KRITA_TEST=str(params))
     krita = subprocess.run(["kritarunner", "-s", "impasto_krita_test"], capture_output=True, text=True,
                            env=env, timeout=600, cwd=tmp_path)
     assert report.is_file(), f"kritarunner wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
@@ -316,8 +323,7 @@ def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(se
     params = {"url": server.http, "image": str(image), "report": str(report), "strokes": strokes, "levels": levels,
               "shot": os.environ.get("IMPASTO_KRITA_SHOT", "")}
     (tmp_path / "params.json").write_text(json.dumps(params))
-    env = {**os.environ, "IMPASTO_KRITA_TEST": str(tmp_path / "params.json"), "XDG_DATA_HOME": str(tmp_path / "data"),
-           "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path), "PATH": "/usr/local/bin:/usr/bin:/bin", "DISPLAY": display}
+    env = krita_env(tmp_path, display, IMPASTO_KRITA_TEST=str(tmp_path / "params.json"))
     krita = subprocess.run(["krita", "--nosplash"], capture_output=True,
                            text=True, env=env, timeout=600, cwd=tmp_path)
     assert report.is_file(), f"Krita wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
