@@ -4,11 +4,15 @@ An :class:`ExportableModel` says how to build the torch module (from the shipped
 a checkpoint the user names), what its inputs and outputs are, how to draw random inputs for
 parity checks, and how it should be batched and served. Exporting, the fp16 variant, the
 TensorRT report and the model repository are the same code for every entry: a new model
-family (SPADE, SketchyGAN, ...) plugs in by calling :func:`register`.
+family (SPADE, SketchyGAN, ...) plugs in as one more module in ``export/families/`` that calls
+:func:`register` (and is listed in ``_FAMILY_MODULES``). The families are imported on the
+first :func:`model_names` or :func:`get_model`, not when this module is, so that they can
+import it without a cycle.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,63 +97,36 @@ class ExportableModel:
 
 _REGISTRY: dict[str, Callable[[], ExportableModel]] = {}
 
+# one module per model family in export/families/, each calling register() when imported
+_FAMILY_MODULES = ("impasto.export.families.renderer",)
+_families_loaded = False
+
 
 def register(name: str, factory: Callable[[], ExportableModel]) -> None:
     """Make ``name`` exportable; ``factory`` is called lazily, when the model is asked for."""
     _REGISTRY[validate_model_name(name)] = factory
 
 
+def _load_families() -> None:
+    """Import the built-in families once; each registers its models (lazily: the families import this module)."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+    _families_loaded = True
+
+
 def model_names() -> list[str]:
+    """Every exportable model's name, sorted."""
+    _load_families()
     return sorted(_REGISTRY)
 
 
 def get_model(name: str) -> ExportableModel:
     """The registered model called ``name`` (validated first: never used as a path unchecked)."""
     validate_model_name(name)
+    _load_families()
     if name not in _REGISTRY:
         raise UnknownModelError(f"unknown model '{name}': exportable models are {', '.join(model_names())}")
     return _REGISTRY[name]()
-
-
-# --- stroke renderers: one model per brush -------------------------------------------------
-
-
-def _renderer(brush: str) -> ExportableModel:
-    from impasto.train.brushes import get_brush
-    from impasto.train.models.renderer import SIZE
-    from impasto.train.models.weights_io import load_renderer, load_shipped_renderer
-
-    n = get_brush(brush).schema.n
-
-    def build(checkpoint: Path | None) -> nn.Module:
-        model = load_shipped_renderer(brush) if checkpoint is None else load_renderer(checkpoint)
-        if model.config.brush != brush:
-            raise ValueError(f"{checkpoint} holds a '{model.config.brush}' renderer, not '{brush}'")
-        return model.float().eval()
-
-    def sample(batch: int, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
-        return (torch.rand(batch, n, generator=rng),)
-
-    return ExportableModel(
-        name=f"renderer_{brush}",
-        description=f"neural stroke renderer for the {brush} brush: stroke parameters in [0, 1] -> "
-        f"foreground RGB and alpha at {SIZE} x {SIZE}",
-        build=build,
-        inputs=(TensorSpec("params", (n,)),),
-        outputs=(TensorSpec("foreground", (3, SIZE, SIZE)), TensorSpec("alpha", (1, SIZE, SIZE))),
-        sample=sample,
-        # the rasterisation branch (polynomial coefficients up to ~1e4, sharp sigmoid edges) is off by up
-        # to 0.1 in fp16; kept fp32 it holds to ~0.03, with the shading branch (most FLOPs) in fp16
-        fp32_scopes=("encoder", "decoder"),
-        metadata={"brush": brush, "kind": "stroke-renderer"},
-    )
-
-
-def _register_renderers() -> None:
-    from impasto.train.brushes import BRUSHES
-
-    for brush in BRUSHES:
-        register(f"renderer_{brush}", lambda brush=brush: _renderer(brush))
-
-
-_register_renderers()

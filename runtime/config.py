@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from impasto.runtime.errors import InvalidArgument
+
 DEFAULT_MAX_SIDE = 16384
 
 
@@ -34,7 +36,7 @@ class Settings:
     server: str = "127.0.0.1:8001"  # where `impasto client` connects
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidArgument):
     """A setting with a wrong name or type; the message names the source and the key."""
 
 

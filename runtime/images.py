@@ -15,9 +15,10 @@ from PIL import Image, UnidentifiedImageError
 
 from impasto.runtime.atomic import atomic_output
 from impasto.runtime.config import DEFAULT_MAX_SIDE
+from impasto.runtime.errors import InvalidArgument
 
 
-class ImageInputError(ValueError):
+class ImageInputError(InvalidArgument):
     """An input image that cannot be used; the message names the file and the limit."""
 
 
@@ -72,6 +73,21 @@ def decode_image(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "
     return from_uint8(array)
 
 
+def decode_rgba(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> torch.Tensor:
+    """Encoded image bytes as a (4, H, W) RGBA float tensor in [0, 1] (alpha kept: colour hints)."""
+    image_size(data, max_side=max_side, what=what)
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            array = np.array(im.convert("RGBA"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"{what} is not a readable image ({e.__class__.__name__})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    return from_uint8(array)
+
+
 def image_size(data: bytes, *, max_side: int = DEFAULT_MAX_SIDE, what: str = "image") -> tuple[int, int]:
     """(width, height) of encoded image bytes, read from the header and checked against the limit."""
     if not data:
@@ -120,7 +136,7 @@ def resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def from_uint8(array: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float in [0, 1]."""
+    """(H, W, C) uint8 -> (C, H, W) float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float() / 255.0
 
 

@@ -80,7 +80,7 @@ def test_bad_specs_are_refused_with_one_line(tmp_path, text, message):
 def test_bad_params_fail_before_any_work(tmp_path):
     spec = make_job(tmp_path, items=2, params="strokes = 0\n")
     run = impasto("batch", str(spec))
-    assert run.returncode == 2 and "options.strokes" in run.stderr
+    assert run.returncode == 2 and "[params] strokes must be between 1 and 20000" in run.stderr
     spec.write_text(spec.read_text().replace("strokes = 0", "brushh = 'oil'"))
     run = impasto("batch", str(spec))
     assert run.returncode == 2 and "brushh" in run.stderr

@@ -1,15 +1,23 @@
 """The Blender extension in real Blender (PyPI's ``bpy`` in its own venv) against a real impasto server.
 
 The extension zip is built by ``addons/build.py``, installed and enabled through Blender's
-own extension operator, and each operator runs against ``impasto serve``. The driver runs
-in the bpy venv's Python and writes what it saw to a JSON file.
+own extension operator, and connected to ``impasto serve``. Its operation list and forms are
+generated from the server's Capabilities: the driver records them and runs every op
+through the one ``impasto.run`` operator (the worker thread and the timer callback, as the
+UI does), setting options by name. The driver runs in the bpy venv's Python and writes what
+it saw to a JSON file; the test compares it with the server's Capabilities.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import shutil
 import subprocess
+import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +26,7 @@ from serving import RunningServer, build_addons
 
 ROOT = Path(__file__).resolve().parents[1]
 BPY_PYTHON = Path(os.environ.get("IMPASTO_BPY_PYTHON", ROOT / ".venv-bpy" / "bin" / "python"))
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 pytestmark = pytest.mark.skipif(
     not BPY_PYTHON.is_file(),
@@ -81,10 +90,17 @@ class Layout:
     def label(self, text="", **kw):
         self.seen.append(["label", text])
 
-    def prop(self, data, name, **kw):
+    def prop(self, data, name, text=None, **kw):
         if name not in data.bl_rna.properties:
             raise KeyError(f"panel draws unknown property {name!r}")
-        self.seen.append(["prop", name])
+        getattr(data, name)  # a dynamic enum's items callback runs here
+        self.seen.append(["prop", name, text])
+
+    def prop_enum(self, data, name, value, **kw):
+        prop = data.bl_rna.properties[name]
+        if prop.type != "ENUM":
+            raise KeyError(f"prop_enum on {name!r}, which is no enum")
+        self.seen.append(["prop_enum", name, value])
 
     def operator(self, idname, icon="NONE", **kw):
         group, name = idname.split(".")
@@ -92,6 +108,26 @@ class Layout:
         if icon not in self.ICONS:
             raise KeyError(f"unknown icon {icon!r}")
         self.seen.append(["operator", idname])
+
+
+def draw(ext, texture_only=False):
+    seen = []
+    ext.draw_panel(Layout(seen), bpy.context, texture_only=texture_only)
+    return seen
+
+
+def set_options(s, **values):
+    for name, value in values.items():
+        ext.forms.option(s, name).set_value(value)
+        if ext.forms.option(s, name).value() != value:
+            raise AssertionError(f"option {name}: set {value!r}, reads {ext.forms.option(s, name).value()!r}")
+
+
+def run(ext, **kw):
+    """The Run button, through the worker thread and the timer callback."""
+    started = list(bpy.ops.impasto.run(**kw))
+    pump(ext)
+    return started
 
 
 try:
@@ -104,15 +140,38 @@ try:
     prefs.server = params["url"]
     scene = bpy.context.scene
     s = scene.impasto
+    report["panels"] = [hasattr(bpy.types, cls) for cls in ("IMPASTO_PT_image", "IMPASTO_PT_shader")]
+    report["unconnected_panel"] = draw(ext)
 
     bpy.ops.impasto.connect(wait=True)
     report["status"] = s.status
-    report["panels"] = [hasattr(bpy.types, cls) for cls in ("IMPASTO_PT_image", "IMPASTO_PT_shader")]
-    report["panel"], report["shader_panel"] = [], []
-    ext.draw_panel(Layout(report["panel"]), bpy.context)
-    ext.draw_panel(Layout(report["shader_panel"]), bpy.context, texture_only=True)
-    s.running, report["running_panel"] = True, []
-    ext.draw_panel(Layout(report["running_panel"]), bpy.context)
+    report["ops"] = [item[0] for item in ext._op_items(s, bpy.context)]
+    report["first_op"] = [s.op, s.form_op]
+
+    # every op's generated form: what the panel offers, what it draws, what clamping does
+    report["forms"] = {}
+    for op in report["ops"]:
+        s.op = op
+        form = {"form_op": s.form_op, "options": [], "images": [], "outputs": [], "panel": draw(ext),
+                "shader_panel": draw(ext, texture_only=True)}
+        for o in s.options:
+            entry = {"name": o.name, "type": o.type, "prop": o.value_prop(), "value": o.value(), "help": o.help,
+                     "choices": [c[0] for c in ext.forms._choice_items(o, None)] if o.value_prop() == "choice" else []}
+            if o.type in ("int", "float"):
+                prop = "int_value" if o.type == "int" else "float_value"
+                low, high = (INT_MIN, INT_MAX) if o.type == "int" else (-1e30, 1e30)
+                setattr(o, prop, low)
+                entry["low"] = getattr(o, prop)
+                setattr(o, prop, high)
+                entry["high"] = getattr(o, prop)
+                o.set_value(entry["value"])
+                entry["restored"] = o.value()
+            form["options"].append(entry)
+        form["images"] = [{"name": i.name, "role": i.role, "required": i.required} for i in s.images]
+        form["outputs"] = [{"name": o.name, "kind": o.kind, "place": o.place, "on_request": o.on_request} for o in s.outputs]
+        report["forms"][op] = form
+    s.running = True
+    report["running_panel"] = draw(ext)
     s.running = False
 
     # an sRGB byte image, as loaded from a PNG
@@ -121,38 +180,55 @@ try:
     px = np.stack([x / 95, y / 63, np.full_like(x, 0.5, dtype=float), np.ones_like(x, dtype=float)], -1).astype(np.float32)
     photo.pixels.foreach_set(px.ravel())
     before = ext.images.pixels(photo).copy()
-    s.strokes, s.levels = 14, 2
 
-    # Paint image, as a new image (the wait path)
-    bpy.ops.impasto.paint_image(wait=True, image_name="photo")
-    new = bpy.data.images.get("photo (impasto oil)")
-    report["paint_new"] = {"exists": new is not None, "size": list(new.size) if new else None,
+    # paint as a new image, with an on-request output (SVG -> a Text datablock)
+    s.op = "paint"
+    set_options(s, strokes=14, levels=2, size=96)
+    s.outputs["svg"].wanted = True
+    started = run(ext, image_name="photo")
+    new = bpy.data.images.get("photo (impasto paint)")
+    svg = bpy.data.texts.get("photo strokes.svg")
+    report["paint_new"] = {"started": started, "exists": new is not None, "size": list(new.size) if new else None,
                            "changed": changed(ext.images.pixels(new), before) if new else 0, "message": s.message,
-                           "source_untouched": changed(ext.images.pixels(photo), before) == 0.0}
+                           "running": s.running, "source_untouched": changed(ext.images.pixels(photo), before) == 0.0,
+                           "svg": svg.as_string()[:200] if svg else None,
+                           "strokes_text": bpy.data.texts.get("photo strokes.json") is not None}
+    s.outputs["svg"].wanted = False
 
-    # Paint in place, through the worker thread and the timer callback (the UI path)
+    # a reconnect keeps what the user set for the same op
+    bpy.ops.impasto.connect(wait=True)
+    report["kept"] = [s.form_op, ext.forms.option(s, "strokes").value(), ext.forms.option(s, "size").value()]
+
+    # paint in place, the scripted path (wait=True)
     s.in_place = True
-    result = bpy.ops.impasto.paint_image(image_name="photo")
-    report["async_started"] = list(result)
-    pump(ext)
+    bpy.ops.impasto.run(wait=True, image_name="photo")
     report["paint_in_place"] = {"changed": changed(ext.images.pixels(photo), before), "message": s.message,
                                 "running": s.running}
-    s.in_place = False
 
-    # colour: a linear float image is sent as linear, and results come back converted to linear
-    linear = bpy.data.images.new("linear", 8, 8, float_buffer=True)
+    # colour: a linear float image goes out as linear and its result comes back linear
+    linear = bpy.data.images.new("linear", 96, 64, float_buffer=True)
     report["linear_space"] = [linear.colorspace_settings.name, ext.images.raw_image(linear).fields["transfer"]]
-    ext.images.replace_pixels(linear, grey_png(8, 8, 128))  # an sRGB PNG, as the server sends
+    flat = np.full((64, 96, 4), 0.21586, dtype=np.float32)  # linear for sRGB 128/255
+    flat[..., 3] = 1.0
+    linear.pixels.foreach_set(flat.ravel())
+    set_options(s, canvas="#808080")  # the same grey: uncovered canvas tells nothing apart
+    run(ext, image_name="linear")
+    values = ext.images.pixels(linear)[..., :3]
+    report["linear_paint"] = {"mean": float(values.mean()), "std": float(values.std()), "message": s.message}
+    s.in_place = False
+    ext.images.replace_pixels(linear, grey_png(8, 8, 128))  # an sRGB PNG, as the server sends (scaled to fit)
     report["linear_value"] = float(ext.images.pixels(linear)[0, 0, 0])
 
-    # Synthesize texture, hooked into a material on the active object
+    # texture: the exemplar slot, size by option name, a material on the active object
     cube = bpy.data.objects.get("Cube")
     bpy.context.view_layer.objects.active = cube
-    s.exemplar = photo
-    s.width, s.height, s.tileable, s.make_material = 128, 96, True, True
-    s.features, s.iterations = "random", 2
-    bpy.ops.impasto.synthesize_texture(wait=True)
-    tex = bpy.data.images.get("photo texture")
+    s.op = "texture"
+    s.images["exemplar"].image = photo
+    set_options(s, width=128, height=96, tileable=True, features="random", iterations=2)
+    s.make_material = True
+    report["texture_shader_panel"] = draw(ext, texture_only=True)
+    run(ext)
+    tex = bpy.data.images.get("photo (impasto texture)")
     material = cube.active_material
     node = next((n for n in material.node_tree.nodes if n.type == "TEX_IMAGE"), None) if material else None
     linked = node is not None and any(l.to_socket.name == "Base Color" for l in node.outputs["Color"].links)
@@ -160,28 +236,38 @@ try:
                          "material": material.name if material else None, "linked": linked,
                          "node_image": node.image.name if node else None, "message": s.message}
 
-    # Stylize image
+    # stylize: the main slot from image_name, the style slot chosen
     style = bpy.data.images.new("style", 96, 64)
     style.pixels.foreach_set(px[::-1, ::-1].ravel())
-    s.style = style
-    bpy.ops.impasto.stylize_image(wait=True, image_name="photo")
-    styled = bpy.data.images.get("photo (impasto style)")
+    s.op = "stylize"
+    set_options(s, features="random", iterations=2)
+    try:
+        bpy.ops.impasto.run(image_name="photo")  # no style image yet: refused, with a message
+        report["missing_style"] = "ran"
+    except RuntimeError as e:
+        report["missing_style"] = str(e)
+    s.images["style"].image = style
+    run(ext, image_name="photo")
+    styled = bpy.data.images.get("photo (impasto stylize)")
     report["stylize"] = {"size": list(styled.size) if styled else None, "message": s.message}
 
     # a stopped server: a message in the panel, no exception
     prefs.server = params["dead_url"]
-    bpy.ops.impasto.paint_image(image_name="photo")
-    pump(ext, 60)
+    s.op = "paint"
+    run(ext, image_name="photo", )
     report["down"] = {"message": s.message, "running": s.running}
     bpy.ops.impasto.connect(wait=True)
     report["down_status"] = s.status
 
     if params.get("render"):  # a picture for the docs: a texture from a real exemplar, on the cube
         exemplar = bpy.data.images.load(params["exemplar"])
-        s.exemplar, s.width, s.height, s.iterations, s.tileable, s.make_material = exemplar, 256, 256, 40, True, True
         prefs.server = params["url"]
+        s.op = "texture"
+        s.images["exemplar"].image = exemplar
+        set_options(s, width=256, height=256, iterations=40, tileable=True)
+        s.make_material = True
         cube.data.materials.clear()
-        bpy.ops.impasto.synthesize_texture(wait=True)
+        bpy.ops.impasto.run(wait=True)
         report["render_message"] = s.message
         bpy.data.lights["Light"].energy = 2500
         scene.render.engine = "CYCLES"
@@ -194,7 +280,7 @@ except Exception:
     report["crash"] = traceback.format_exc()
 
 json.dump(report, open(params["report"], "w"))
-'''
+'''.replace("INT_MIN, INT_MAX", f"{INT_MIN}, {INT_MAX}")
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +290,73 @@ def server():
     s.stop()
 
 
-def test_blender_extension_paints_textures_and_restyles_images(server, tmp_path):
+def _label(name: str) -> str:
+    text = name.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def _expected_default(option: dict):
+    text, kind = option.get("default", ""), option.get("type", "string")
+    if kind == "bool":
+        return text.lower() == "true"
+    if kind == "int":
+        return min(max(int(text or 0), INT_MIN), INT_MAX)
+    if kind == "float":
+        return float(text or 0)
+    return text
+
+
+def _check_form(op: dict, form: dict) -> None:
+    """One op's generated form against its OpInfo (missing fields are protobuf defaults)."""
+    name = op["name"]
+    assert form["form_op"] == name
+    assert [o["name"] for o in form["options"]] == [o["name"] for o in op.get("options", [])], name
+    for want, got in zip(op.get("options", []), form["options"]):
+        where = f"{name}.{want['name']}"
+        kind = want.get("type", "string")
+        assert got["type"] == kind and got["help"] == want.get("help", ""), where
+        assert got["choices"] == list(want.get("choices", [])), where
+        assert got["prop"] == ("choice" if want.get("choices") else
+                               {"int": "int_value", "float": "float_value", "bool": "bool_value"}.get(kind, "string_value")), where
+        default = _expected_default(want)
+        if kind == "float":
+            assert math.isclose(got["value"], default, rel_tol=1e-6, abs_tol=1e-12), where
+        else:
+            assert got["value"] == default, where
+        assert got.get("restored", got["value"]) == got["value"], where
+        if kind in ("int", "float"):  # the range: min/max absent means 0; both absent, none
+            lo, hi = want.get("min", 0), want.get("max", 0)
+            ranged = lo != 0 or hi != 0
+            floor, ceiling = (INT_MIN, INT_MAX) if kind == "int" else (-1e30, 1e30)
+            want_low = lo if ranged else floor
+            want_high = hi if ranged and hi > lo else ceiling
+            if kind == "int":
+                want_low, want_high = max(math.ceil(want_low), INT_MIN), min(math.floor(want_high), INT_MAX)
+            assert math.isclose(got["low"], want_low, rel_tol=1e-6), (where, got["low"], want_low)
+            assert math.isclose(got["high"], want_high, rel_tol=1e-6), (where, got["high"], want_high)
+    assert form["images"] == [{"name": s["name"], "role": s.get("role") or "image", "required": bool(s.get("required"))}
+                              for s in op.get("images", [])]
+    assert form["outputs"] == [{"name": o["name"], "kind": o.get("kind") or "image", "place": o.get("place") or "layer",
+                                "on_request": bool(o.get("on_request"))} for o in op.get("outputs", [])]
+    # the panel draws the op chooser, every slot and option under its name, a box per on-request output, one Run
+    panel = form["panel"]
+    assert ["prop", "op", None] in panel
+    texts = [text for kind, _, text in (e for e in panel if e[0] == "prop")]
+    for slot in op.get("images", []):
+        assert any(t and t.startswith(_label(slot["name"])) for t in texts), (name, slot["name"])
+    for option in op.get("options", []):
+        assert _label(option["name"]) in texts, (name, option["name"])
+    for out in op.get("outputs", []):
+        assert (f"Also {_label(out['name'])}" in texts) == bool(out.get("on_request")), (name, out["name"])
+    assert [e[1] for e in panel if e[0] == "operator"] == ["impasto.connect", "impasto.run"]
+    texture = any(o.get("place") == "texture" for o in op.get("outputs", []))
+    assert (["prop", "make_material", None] in panel) == texture, name
+    # the Shader Editor: texture ops as buttons, and the form only for a texture op
+    shader = form["shader_panel"]
+    assert [e[1] for e in shader if e[0] == "operator"] == (["impasto.connect", "impasto.run"] if texture else ["impasto.connect"])
+
+
+def test_blender_extension_runs_every_op_from_generated_forms(server, tmp_path):
     build_addons(tmp_path / "dist")
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -216,30 +368,76 @@ def test_blender_extension_paints_textures_and_restyles_images(server, tmp_path)
 
     save_image(load_image("example:coffee")[:, 60:316, 200:456], tmp_path / "exemplar.png")  # a crop: coffee and cup
     (tmp_path / "params.json").write_text(json.dumps(params))
+    caps = json.loads(urllib.request.urlopen(server.http + "/v1/capabilities", timeout=30).read())
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender")}
     blender = subprocess.run([str(BPY_PYTHON), str(driver), str(tmp_path / "params.json")], capture_output=True, text=True,
                              env=env, timeout=900, cwd=tmp_path)
     assert report.is_file(), f"the driver wrote no report:\n{blender.stdout[-3000:]}\n{blender.stderr[-3000:]}"
     seen = json.loads(report.read_text())
-    assert "crash" not in seen, seen["crash"]
+    assert "crash" not in seen, seen["crash"] + blender.stderr[-3000:]
     assert seen["enabled"] and seen["status"].startswith("connected: impasto")
     assert seen["panels"] == [True, True]
-    operators = [name for kind, name in seen["panel"] if kind == "operator"]
-    assert operators == ["impasto.connect", "impasto.paint_image", "impasto.synthesize_texture", "impasto.stylize_image"]
-    assert ["prop", "strokes"] in seen["panel"] and ["label", seen["status"]] in seen["panel"]
-    assert ["prop", "progress"] in seen["running_panel"] and ["operator", "impasto.cancel"] in seen["running_panel"]
-    shader = [name for kind, name in seen["shader_panel"] if kind == "operator"]
-    assert shader == ["impasto.connect", "impasto.synthesize_texture"]  # the node editor's panel: textures only
+    assert ["label", "Connect to list the server's operations"] in seen["unconnected_panel"]
+
+    # the op list and every form come from Capabilities: job ops only, in the server's order
+    offered = [o for o in caps["ops"] if o.get("job")]
+    assert seen["ops"] == [o["name"] for o in offered] and {"paint", "texture", "stylize"} <= set(seen["ops"])
+    assert "render" not in seen["ops"]
+    assert seen["first_op"] == [offered[0]["name"]] * 2
+    for op in offered:
+        _check_form(op, seen["forms"][op["name"]])
+    assert ["prop", "progress", None] in seen["running_panel"] and ["operator", "impasto.cancel"] in seen["running_panel"]
+
     paint = seen["paint_new"]
+    assert paint["started"] == ["FINISHED"] and not paint["running"]
     assert paint["exists"] and paint["size"] == [96, 64] and paint["changed"] > 0.05 and paint["source_untouched"]
-    assert seen["async_started"] == ["FINISHED"]
+    assert paint["message"].startswith("paint: 'photo (impasto paint)'; text 'photo strokes.svg'"), paint["message"]
+    assert paint["svg"] and "<svg" in paint["svg"] and not paint["strokes_text"]  # only outputs asked for become texts
+    assert seen["kept"] == ["paint", 14, 96]
     assert seen["paint_in_place"]["changed"] > 0.05 and not seen["paint_in_place"]["running"]
-    assert seen["paint_in_place"]["message"].startswith("painted 'photo' in place")
+    assert seen["paint_in_place"]["message"].startswith("paint: 'photo' in place")
     assert seen["linear_space"] == ["Linear Rec.709", "TRANSFER_LINEAR"]
+    lin = seen["linear_paint"]  # sRGB 128 painted on sRGB 128, written back as linear light
+    assert lin["message"].startswith("paint: 'linear' in place") and abs(lin["mean"] - 0.2159) < 0.02, lin
     assert abs(seen["linear_value"] - 0.2159) < 0.005  # sRGB 128/255 written into a linear image
+    shader = seen["texture_shader_panel"]
+    assert ["prop_enum", "op", "texture"] in shader and ["prop", "make_material", None] in shader
     texture = seen["texture"]
-    assert texture["size"] == [128, 96] and texture["std"] > 0.01
-    assert texture["linked"] and texture["node_image"] == "photo texture" and texture["material"] == "photo texture"
-    assert seen["stylize"]["size"] == [96, 64]
+    assert texture["size"] == [128, 96] and texture["std"] > 0.01, texture
+    assert texture["linked"] and texture["node_image"] == "photo (impasto texture)" == texture["material"]
+    assert "material 'photo (impasto texture)' on 'Cube'" in texture["message"]
+    assert "choose an image for 'Style'" in seen["missing_style"]
+    assert seen["stylize"]["size"] == [96, 64], seen["stylize"]
     assert "cannot reach the impasto server" in seen["down"]["message"] and not seen["down"]["running"]
     assert seen["down_status"] == "not connected"
+
+
+def _blender_ext() -> tuple[Path, Path]:
+    """Blender's own extension tool (``blender --command extension``'s module) and its list of valid tags."""
+    scripts = sorted((BPY_PYTHON.parent.parent / "lib").glob("python3*/site-packages/bpy/*/scripts"))
+    assert scripts, f"no bpy scripts folder under {BPY_PYTHON.parent.parent}"
+    return (scripts[-1] / "addons_core" / "bl_pkg" / "cli" / "blender_ext.py",
+            scripts[-1] / "modules" / "_bpy_internal" / "extensions" / "tags.py")
+
+
+def _validate(tool: Path, tags: Path, path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BPY_PYTHON), str(tool), "validate", f"--valid-tags={tags}", str(path)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_blender_extension_passes_blenders_validator(tmp_path):
+    tool, tags = _blender_ext()
+    build_addons(tmp_path / "dist")
+    built = _validate(tool, tags, tmp_path / "dist" / "impasto-blender.zip")
+    assert built.returncode == 0 and "Success" in built.stdout, built.stdout + built.stderr
+    # the validator does check what broke before: a tag Blender does not know, a permission text over 64 characters
+    bad = tmp_path / "bad.zip"
+    shutil.copy(tmp_path / "dist" / "impasto-blender.zip", bad)
+    with zipfile.ZipFile(tmp_path / "dist" / "impasto-blender.zip") as z, zipfile.ZipFile(bad, "w") as out:
+        for item in z.infolist():
+            data = z.read(item)
+            if item.filename == "blender_manifest.toml":
+                data = re.sub(rb"(?m)^tags = .*$", b'tags = ["Paint", "Texturing"]', data)
+            out.writestr(item, data)
+    refused = _validate(tool, tags, bad)
+    assert refused.returncode != 0 and "Texturing" in refused.stdout + refused.stderr

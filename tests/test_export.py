@@ -236,13 +236,52 @@ def test_compatibility_report_flags_unsupported_operators_attributes_and_opsets(
     assert "Relu" in check_tensorrt(_graph("Relu")).table()
 
 
+def _value_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    return {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+
+
+def _heavy_nodes_by_scope(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """MatMul/Gemm/ConvTranspose nodes (most of the FLOPs) by top-level module: encoder, decoder, shading."""
+    from impasto.export.fp16 import node_scopes
+
+    by_scope: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        if n.op_type in ("MatMul", "Gemm", "ConvTranspose"):
+            scopes = node_scopes(n)
+            by_scope.setdefault(scopes[1] if len(scopes) > 1 else "", []).append(n)
+    return by_scope
+
+
 def test_fp16_conversion_keeps_inputs_outputs_and_scopes_in_fp32(repo):
     path, _ = repo
-    graph = onnx.load(str(path / "renderer_oil" / "1" / "model.onnx"))
-    half = convert_to_fp16(graph, keep_scopes=("encoder", "decoder", "shading"))
-    inferred = onnx.shape_inference.infer_shapes(half)
-    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
-    assert all(types.get(n.output[0]) != TensorProto.FLOAT16 for n in half.graph.node if n.op_type in ("MatMul", "Gemm", "ConvTranspose"))
+    folder = path / "renderer_oil" / "1"
+    # the variant written to the repository: fp16 compute inside, fp32 at the edges
+    half = onnx.load(str(folder / "model.fp16.onnx"))
+    types = _value_types(half)
+    for edge in [*half.graph.input, *half.graph.output]:
+        assert edge.type.tensor_type.elem_type == TensorProto.FLOAT, f"{edge.name} must stay fp32"
+    fp16_nodes = [n for n in half.graph.node if n.op_type not in ("Cast", "Constant")
+                  and any(types.get(v) == TensorProto.FLOAT16 for v in n.output)]
+    assert len(fp16_nodes) > 0, "no node of model.fp16.onnx computes in fp16"
+    assert any(t.data_type == TensorProto.FLOAT16 for t in half.graph.initializer)  # weights stored in fp16
+    # the registered fp32 scopes (encoder, decoder) stayed fp32; the shading branch's products went fp16
+    heavy = _heavy_nodes_by_scope(half)
+    assert heavy.get("encoder") and heavy.get("decoder") and heavy.get("shading"), sorted(heavy)
+    for scope in ("encoder", "decoder"):
+        assert all(types[n.output[0]] == TensorProto.FLOAT for n in heavy[scope]), scope
+    assert all(types[n.output[0]] == TensorProto.FLOAT16 for n in heavy["shading"])
+
+    # converting again with every branch kept: no matrix product in fp16, edges still fp32
+    graph = onnx.load(str(folder / "model.onnx"))
+    kept = convert_to_fp16(graph, keep_scopes=("encoder", "decoder", "shading"))
+    kept_types = _value_types(kept)
+    products = [n for nodes in _heavy_nodes_by_scope(kept).values() for n in nodes]
+    assert len(products) == 12  # 7 Gemm, 2 MatMul, 3 ConvTranspose: none lost in the conversion
+    assert all(kept_types[n.output[0]] == TensorProto.FLOAT for n in products)
+    for edge in [*kept.graph.input, *kept.graph.output]:
+        assert edge.type.tensor_type.elem_type == TensorProto.FLOAT, f"{edge.name} must stay fp32"
 
 
 # --- TensorRT: engines keyed by GPU, TensorRT version and graph ---------------------------------

@@ -1,16 +1,24 @@
 """The Krita add-on inside real Krita: ``kritarunner`` under Xvfb, against a real impasto server.
 
 The plugin is built with ``addons/build.py`` and unpacked into a fresh pykrita folder; a
-driver script runs the plugin's document-side code (and the job thread the docker uses) in
-Krita, and writes what it saw to a JSON file, since kritarunner always exits 0.
+driver script runs the plugin's forms (built from the server's Capabilities), its
+document-side code and the job thread the docker uses in Krita, and writes what it saw to a
+JSON file, since kritarunner always exits 0.
+
+The server also runs ``posterize``, an op this module registers through ``IMPASTO_OPS``:
+an op the plugin has never heard of, which must show up in the docker with its form and
+run from it. Every form is checked against Capabilities (the op list; each image slot,
+option and optional output: widget, default, range, choices, help).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -26,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 DRIVER = r'''
-import json, os, traceback
+import json, os, time, traceback
 
 def __main__(args=None):
     params = json.load(open(os.environ["IMPASTO_KRITA_TEST"]))
@@ -50,7 +58,8 @@ def pattern(w, h):
 def run(params, report):
     from krita import Krita, Selection
     from impasto_krita import document
-    from impasto_krita.impasto_http import ImpastoClient, ImpastoError
+    from impasto_krita.forms import OpForm, job_ops, snake_keys
+    from impasto_krita.impasto_http import ImpastoClient
     from impasto_krita.jobs import JobThread
 
     w, h = 96, 64
@@ -62,25 +71,40 @@ def run(params, report):
     source.setPixelData(original, 0, 0, w, h)
     doc.refreshProjection()
     client = ImpastoClient(params["url"])
-    options = {"strokes": 14, "levels": 2, "size": max(w, h), "seed": 1}
+
+    # the forms, built from the server's Capabilities as the docker builds them
+    caps = snake_keys(client.capabilities())
+    forms = {info["name"]: OpForm(info, documents=lambda: doc) for info in job_ops(caps)}
+    report["forms"] = {name: form.describe() for name, form in forms.items()}
+
+    report["seconds"] = {}
+
+    def run_form(form):
+        started = time.monotonic()
+        request = form.request(doc, source)
+        result = client.finish(request.start(client))  # what the docker's job thread does
+        added = request.place(doc, result)  # what the docker does with the result
+        report["seconds"][added[0]] = round(time.monotonic() - started, 1)
+        return request, added, doc.nodeByName(added[0])
 
     # 1. the whole layer goes out, a new layer comes back above it
-    inputs = document.read_layer(doc, source, selection_only=False)
-    result = client.paint(inputs.image(), options)
-    name = document.layer_name("paint", options)
-    layer = document.add_result_layer(doc, source, inputs, result["image"], name)
+    paint = forms["paint"]
+    for name, value in {"strokes": 14, "levels": 2, "seed": 1}.items():
+        paint.set(name, value)
+    request, added, layer = run_form(paint)
     pixels = bytes(layer.pixelData(0, 0, w, h))
-    names = [n.name() for n in doc.rootNode().childNodes()]
-    report["layer"] = {"names": names, "bytes": len(pixels), "changed": sum(pixels[i] != original[i] for i in range(0, len(pixels), 4)),
+    report["layer"] = {"names": [n.name() for n in doc.rootNode().childNodes()], "added": added,
+                       "images": sorted(request.images), "options": request.options, "bytes": len(pixels),
+                       "changed": sum(pixels[i] != original[i] for i in range(0, len(pixels), 4)),
                        "bounds": [layer.bounds().width(), layer.bounds().height()]}
 
     # 2. a selection: the mask goes out, nothing outside it changes
     selection = Selection()
     selection.select(20, 10, 40, 30, 255)
     doc.setSelection(selection)
-    inputs = document.read_layer(doc, source, selection_only=True)
-    result = client.paint(inputs.image(), dict(options, strokes=100), mask=inputs.mask_image())
-    layer = document.add_result_layer(doc, source, inputs, result["image"], "selection result")
+    paint.set("mask", True)  # "Selection only"
+    paint.set("strokes", 100)
+    request, added, layer = run_form(paint)
     pixels = bytes(layer.pixelData(0, 0, w, h))
     outside_same, inside_changed = True, 0
     for y in range(h):
@@ -91,12 +115,15 @@ def run(params, report):
                 inside_changed += pixels[i:i + 4] != original[i:i + 4]
             elif pixels[i:i + 4] != original[i:i + 4]:
                 outside_same = False
-    report["selection"] = {"outside_identical": outside_same, "inside_changed": inside_changed, "mask_bytes": len(inputs.mask)}
+    report["selection"] = {"outside_identical": outside_same, "inside_changed": inside_changed,
+                           "mask_bytes": len(request.inputs.mask), "images": sorted(request.images), "layer": added[0]}
     doc.setSelection(Selection())
+    paint.set("mask", False)
 
     # 3. the server is down: the docker's job thread reports a message, no exception escapes
     messages = []
-    thread = JobThread(ImpastoClient(params["dead_url"], timeout=5), lambda c: c.paint_events(inputs.image(), options))
+    request = paint.request(doc, source)
+    thread = JobThread(ImpastoClient(params["dead_url"], timeout=5), request.start)
     thread.failed.connect(messages.append)
     thread.run()  # in this thread: signals are delivered directly
     report["down"] = messages
@@ -106,27 +133,168 @@ def run(params, report):
     doc.rootNode().addChildNode(style_layer, None)
     style_layer.setPixelData(bytes(reversed(original)), 0, 0, w, h)
     assert [n.name() for n in document.paint_layers(doc)][0] == "style"
-    inputs = document.read_layer(doc, source, selection_only=False)
-    styled = client.stylize(inputs.image(), document.layer_image(doc, style_layer),
-                            options={"features": "random", "iterations": 1, "scales": 1})
-    layer = document.add_result_layer(doc, source, inputs, styled["image"], document.layer_name("stylize", {}))
-    report["stylize"] = {"name": layer.name(), "size": [styled["width"], styled["height"]]}
+    stylize = forms["stylize"]
+    try:  # a required image slot left empty
+        stylize.request(doc, source)
+        report["no_style"] = "accepted"
+    except document.UnsupportedDocument as e:
+        report["no_style"] = str(e)
+    stylize.set("style", style_layer)
+    for name, value in {"features": "random", "iterations": 1, "scales": 1}.items():
+        stylize.set(name, value)
+    request, added, layer = run_form(stylize)
+    report["stylize"] = {"name": layer.name(), "images": sorted(request.images),
+                         "size": [layer.bounds().width(), layer.bounds().height()]}
 
-    # 5. a document impasto cannot work on says so
+    # 5. texture: the active layer is the exemplar; width and height follow the document
+    texture = forms["texture"]
+    for name, value in {"features": "random", "iterations": 1, "scales": 1}.items():
+        texture.set(name, value)
+    request, added, layer = run_form(texture)
+    report["texture"] = {"name": layer.name(), "images": sorted(request.images),
+                         "options": [request.options["width"], request.options["height"]],
+                         "size": [layer.bounds().width(), layer.bounds().height()]}
+
+    # 6. an op this plugin has never heard of (registered on the server by the test) runs from its form
+    poster = forms["posterize"]
+    poster.set("tones", 3)
+    request, added, layer = run_form(poster)
+    pixels = bytes(layer.pixelData(0, 0, w, h))
+    report["posterize"] = {"name": layer.name(), "images": sorted(request.images), "options": request.options,
+                           "values": sorted({pixels[i] for i in range(len(pixels)) if i % 4 != 3})}
+
+    # 7. a document impasto cannot work on says so
     doc16 = k.createDocument(8, 8, "sixteen", "RGBA", "U16", "", 72.0)
     try:
-        document.check_document(doc16)
+        paint.request(doc16, doc16.activeNode())
         report["u16"] = "accepted"
     except document.UnsupportedDocument as e:
         report["u16"] = str(e)
 '''
 
+TOY_OP = '''
+"""posterize: an op the Krita plugin does not know, registered through IMPASTO_OPS by tests/test_krita.py."""
+from dataclasses import dataclass
+
+import torch
+
+from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, register_op
+from impasto.train.options import option
+
+
+@dataclass
+class PosterizeOptions:
+    tones: int = option(4, "tones per channel", min=2, max=32)
+    invert: bool = option(False, "invert the tones")
+    channels: str = option("rgb", "posterize each channel, or the grey level", choices=("rgb", "grey"))
+    gamma: float = option(1.0, "gamma before posterizing", min=0.1, max=10.0)
+    note: str = option("", "free text, ignored")
+
+
+def _run(ctx, images, options, wanted):
+    x = images["image"].clamp(0, 1) ** options.gamma
+    if options.channels == "grey":
+        x = x.mean(0, keepdim=True).expand(3, -1, -1)
+    y = torch.round(x * (options.tones - 1)) / (options.tones - 1)
+    if options.invert:
+        y = 1 - y
+    ctx.report(1, 1, 1, 1, 0.0, lambda: y)
+    return OpOutcome({"image": y}, {"width": y.shape[2], "height": y.shape[1]})
+
+
+register_op(OpSpec(
+    name="posterize", help="a few tones per channel (a test op)", description="Posterize: an op for tests.",
+    options=PosterizeOptions,
+    images=(ImageSlot("image", "the picture"), ImageSlot("overlay", "a second picture, unused", required=False)),
+    outputs=(Output("image", "image", "the posterized picture", "image.png"),),
+    run=_run,
+))
+'''
+
+
+def _range(info: dict) -> tuple:
+    """(min, max) as Capabilities means them: protobuf's JSON leaves zeros out."""
+    lo, hi = info.get("min"), info.get("max")
+    if lo is None and hi is None:
+        return None, None
+    lo = float(lo or 0)
+    return lo, None if hi is None or float(hi) <= lo else float(hi)
+
+
+def _default(kind: str, text: str):
+    text = text or ""
+    if kind == "int":
+        return int(float(text or 0))
+    if kind == "float":
+        return float(text or 0)
+    if kind == "bool":
+        return text.lower() in ("true", "1", "yes")
+    return text
+
+
+def assert_forms_agree(forms: dict, capabilities: dict) -> None:
+    """Every job op has a form, and each form's widgets say what its Capabilities entry says."""
+    ops = [op for op in capabilities["ops"] if op.get("job")]
+    assert list(forms) == [op["name"] for op in ops]
+    assert "render" not in forms  # a synchronous RPC, not an operation to run on a layer
+    for op in ops:
+        form = forms[op["name"]]
+        slots = op.get("images", [])
+        required = [s for s in slots if s.get("required")]
+        source = next((s for s in required if s.get("role", "image") == "image"), required[0] if required else None)
+        assert form["source"] == (source["name"] if source else None), op["name"]
+        want_images = {}
+        for slot in slots:
+            if slot is source:
+                continue
+            role, needed = slot.get("role", "image"), bool(slot.get("required"))
+            entry = {"role": role, "required": needed, "help": slot.get("help", "")}
+            if role == "mask":
+                entry["widget"] = "selection"
+            else:
+                entry.update(widget="choice", items=([] if needed else ["none"]) + ["image file..."])
+            want_images[slot["name"]] = entry
+        assert form["images"] == want_images, op["name"]
+        assert list(form["options"]) == [o["name"] for o in op.get("options", [])], op["name"]
+        for o in op.get("options", []):
+            got, kind = form["options"][o["name"]], o.get("type", "string")
+            where = f"{op['name']}.{o['name']}"
+            assert got["type"] == kind and got["help"] == o.get("help", ""), where
+            widget = {"int": {"QSpinBox", "QDoubleSpinBox"}, "float": {"QDoubleSpinBox"}, "bool": {"QCheckBox"}}.get(
+                kind, {"QComboBox"} if o.get("choices") else {"QLineEdit"})
+            assert got["widget"] in widget, (where, got)
+            default = _default(kind, o.get("default", ""))
+            if kind == "float":
+                assert math.isclose(got["default"], default, rel_tol=1e-9, abs_tol=1e-12), (where, got, o)
+            else:
+                assert got["default"] == default and type(got["default"]) is type(default), (where, got, o)
+            assert got["choices"] == list(o.get("choices", [])), where
+            if kind in ("int", "float"):
+                for have, want in zip((got["min"], got["max"]), _range(o)):
+                    assert (have is None) == (want is None), (where, got, o)
+                    if want is not None:
+                        assert math.isclose(have, want, rel_tol=1e-12), (where, got, o)
+        optional = [out for out in op.get("outputs", []) if out.get("on_request")]
+        assert list(form["outputs"]) == [out["name"] for out in optional], op["name"]
+        for out in optional:
+            assert form["outputs"][out["name"]]["help"] == out.get("help", "")
+            assert form["outputs"][out["name"]]["checked"] is False
+
 
 @pytest.fixture(scope="module")
-def server():
-    s = RunningServer()
+def server(tmp_path_factory):
+    """A real server with one more op than the plugin has ever seen: ``posterize``, from IMPASTO_OPS."""
+    ops = tmp_path_factory.mktemp("ops")
+    (ops / "impasto_krita_toy_op.py").write_text(TOY_OP)
+    path = os.pathsep.join(p for p in (str(ops), os.environ.get("PYTHONPATH", "")) if p)
+    s = RunningServer(env={"IMPASTO_OPS": "impasto_krita_toy_op", "PYTHONPATH": path})
     yield s
     s.stop()
+
+
+def capabilities(server) -> dict:
+    with urllib.request.urlopen(server.http + "/v1/capabilities", timeout=30) as r:
+        return json.loads(r.read())
 
 
 @pytest.fixture(scope="module")
@@ -177,17 +345,32 @@ def test_krita_plugin_paints_layers_keeps_outside_the_selection_and_reports_a_de
     assert report.is_file(), f"kritarunner wrote no report:\n{krita.stdout[-3000:]}\n{krita.stderr[-3000:]}"
     seen = json.loads(report.read_text())
     assert "crash" not in seen, seen["crash"]
+    print("seconds per run:", seen["seconds"])
+    assert_forms_agree(seen["forms"], capabilities(server))
+    assert {"paint", "stylize", "texture", "posterize"} <= set(seen["forms"])
+
     layer = seen["layer"]
     assert layer["names"][-2:] == ["photo", "impasto paint (oil, 14 strokes)"]  # the result sits above its source
+    assert layer["added"] == ["impasto paint (oil, 14 strokes)"]  # strokes (place: file) not asked for: nothing else
+    assert layer["images"] == ["image"] and layer["options"]["size"] == 96  # size follows the document
+    assert layer["options"]["strokes"] == 14 and layer["options"]["brush"] == "oil"
     assert layer["bytes"] == 96 * 64 * 4 and layer["bounds"] == [96, 64]
     assert layer["changed"] > 96 * 64 // 2  # painted, not copied
     selection = seen["selection"]
-    assert selection["mask_bytes"] == 96 * 64
+    assert selection["images"] == ["image", "mask"] and selection["mask_bytes"] == 96 * 64
     assert selection["outside_identical"] is True
     assert selection["inside_changed"] > 40 * 30 // 4  # strokes landed inside
     assert len(seen["down"]) == 1 and "cannot reach the impasto server" in seen["down"][0]
+    assert seen["no_style"] == "stylize needs a style image: pick a file or a layer"
+    assert seen["stylize"] == {"name": "impasto stylize (histogram, 1 iterations)", "images": ["content", "style"],
+                               "size": [96, 64]}
+    assert seen["texture"] == {"name": "impasto texture (histogram, 1 iterations)", "images": ["exemplar"],
+                               "options": [96, 64], "size": [96, 64]}
+    poster = seen["posterize"]
+    assert poster["name"] == "impasto posterize (3 tones, no invert)" and poster["images"] == ["image"]
+    assert poster["options"] == {"tones": 3, "invert": False, "channels": "rgb", "gamma": 1.0, "note": ""}
+    assert len(poster["values"]) == 3 and {0, 255} < set(poster["values"])  # three tones a channel
     assert "8-bit RGBA" in seen["u16"] and "U16" in seen["u16"]
-    assert seen["stylize"] == {"name": "impasto stylize (histogram)", "size": [96, 64]}
 
 
 GUI_PROBE = r'''
@@ -226,6 +409,8 @@ class Probe(Extension):
             self.docker = next((d for d in k.dockers() if d.objectName() == "impasto_docker"), None)
             self.report["docker"] = self.docker is not None
             self.docker.show()
+            self.docker.run()  # not connected yet: says so
+            self.report["unconnected"] = self.docker.message.text()
             self.docker.url.setText(PARAMS["url"])
             self.docker.connect_server()
             self.ticks = 0
@@ -240,11 +425,14 @@ class Probe(Extension):
             return
         try:
             self.report["status"] = self.docker.status.text()
-            self.report["ops"] = [self.docker.op.itemText(i) for i in range(self.docker.op.count())]
+            self.report["ops"] = self.docker.ops()
+            self.report["forms"] = {name: self.docker.choose_op(name).describe() for name in self.docker.ops()}
             self.doc.setActiveNode(self.doc.rootNode().childNodes()[0])
-            self.docker.strokes.setValue(PARAMS["strokes"])
-            self.docker.levels.setValue(PARAMS["levels"])
-            self.docker.vector.setChecked(True)
+            form = self.docker.choose_op("paint")
+            form.set("strokes", PARAMS["strokes"])
+            form.set("levels", PARAMS["levels"])
+            form.set("svg", True)  # the strokes as a vector layer too
+            self.report["shown"] = self.docker.stack.currentWidget() is form
             self.docker.run()
             self.ticks = 0
             QTimer.singleShot(500, self.wait_done)
@@ -299,7 +487,8 @@ Name=impasto GUI probe
 
 
 def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(server, display, tmp_path):
-    """The full GUI: the docker connects, Run paints through its job thread, results land as layers.
+    """The full GUI: the docker connects, builds its forms from Capabilities, Run paints through
+    its job thread, results land as layers.
 
     Also the path kritarunner cannot take (``addShapesFromSvg`` crashes there). Set
     IMPASTO_KRITA_SHOT=path.png to keep a screenshot of the window (docs/img/krita.png).
@@ -330,10 +519,13 @@ def test_docker_in_a_krita_window_paints_the_active_layer_with_a_vector_layer(se
     seen = json.loads(report.read_text())
     assert "crash" not in seen, seen["crash"]
     assert seen["docker"] and seen["status"].startswith("connected: impasto")
-    assert seen["ops"][:2] == ["paint", "stylize"]
+    assert seen["unconnected"].startswith("press Connect first")
+    assert {"paint", "stylize", "texture", "posterize"} <= set(seen["ops"])
+    assert_forms_agree(seen["forms"], capabilities(server))  # the docker's forms say what Capabilities says
+    assert seen["shown"] is True
     name = f"impasto paint (oil, {strokes} strokes)"
     assert seen["message"].startswith(f"done: layer '{name}'"), f"{seen['message']}\n{krita.stderr[-4000:]}"
     names = [n for n, kind in seen["layers"]]
     assert name in names and "impasto preview" not in names
-    assert (f"{name} strokes", "vectorlayer") in [tuple(x) for x in seen["layers"]]
+    assert (f"{name} svg", "vectorlayer") in [tuple(x) for x in seen["layers"]]
     assert seen["vector_shapes"] >= painted  # every stroke is a shape (plus the background)

@@ -168,7 +168,7 @@ def test_cli_mask_keeps_pixels_outside_identical(tmp_path, photo):
         (lambda d: None, ("missing.png",), "does not exist"),
         (lambda d: Image.new("RGB", (20000, 2)).save(d / "huge.png"), ("huge.png",), "limit is 16384 px a side"),
         (lambda d: Image.new("L", (5, 5)).save(d / "m.png"), ("in.png", "--mask", "m.png"), "they must match"),
-        (lambda d: None, ("in.png", "--brush", "crayon"), "unknown brush 'crayon'"),
+        (lambda d: None, ("in.png", "--brush", "crayon"), "--brush 'crayon' is not one of oil, marker"),
         (lambda d: None, ("in.png", "--strokes", "0"), "strokes must be between 1"),
         (lambda d: None, ("in.png", "--strokes", "10", "--levels", "5"), "fewer than the 55 patches"),
         (lambda d: None, ("in.png", "--canvas", "#12"), "not a colour"),

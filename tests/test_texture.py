@@ -146,7 +146,7 @@ def _impasto(*args, env=None):
 def test_texture_and_stylize_commands(tmp_path):
     ex = tmp_path / "ex.png"
     save_image(resize(load_image("example:coffee"), 80, 120), ex)
-    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--size", "96x64", "--tileable",
+    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--width", "96", "--height", "64", "--tileable",
                    "--features", "random", "--iterations", "3")
     assert run.returncode == 0, run.stderr
     assert Image.open(tmp_path / "t.png").size == (96, 64)
@@ -155,8 +155,10 @@ def test_texture_and_stylize_commands(tmp_path):
     assert Image.open(tmp_path / "s.png").size == (120, 80)
     for args, message in (
         (["texture", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.png")], "does not exist"),
-        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--size", "big"], "WIDTHxHEIGHT"),
-        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--size", "99999x64", "--features", "random"], "outside"),
+        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--width", "big"], "--width must be a whole number"),
+        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--width", "99999", "--features", "random"],
+         "--width must be between"),
+        (["texture", str(ex), "-o", str(tmp_path / "x.png"), "--iterations", "0"], "--iterations must be between 1"),
         (["stylize", str(ex), str(ex), "-o", str(tmp_path / "x.png"), "--content-labels", str(ex)], "both"),
     ):
         run = _impasto(*args)
@@ -167,7 +169,7 @@ def test_texture_and_stylize_commands(tmp_path):
 def test_missing_vgg_weights_offline_say_how_to_get_them(tmp_path):
     ex = tmp_path / "ex.png"
     save_image(resize(load_image("example:coffee"), 80, 120), ex)
-    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--size", "64x64",
+    run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--width", "64", "--height", "64",
                    env={"TORCH_HOME": str(tmp_path / "empty"), "IMPASTO_VGG_WEIGHTS": ""})
     assert run.returncode == 2
     assert "VGG-19 weights" in run.stderr and "IMPASTO_VGG_WEIGHTS" in run.stderr and "--features random" in run.stderr

@@ -6,8 +6,13 @@ HTTP port (docs/server.md): JSON messages, images as binary multipart parts and 
 replies, job events as newline-delimited JSON. Calls block: run them off the UI thread.
 
     client = ImpastoClient("http://127.0.0.1:8000", token=None)
-    result = client.paint(png_bytes, {"strokes": 300}, on_event=print)
-    result["image"]  # PNG bytes of the painting
+    caps = client.capabilities()        # every op: its image slots, options and outputs
+    result = client.run("paint", {"image": png_bytes}, {"strokes": 300}, on_event=print)
+    result["images"]["image"]           # PNG bytes of the painting
+    result["texts"]["strokes"]          # the strokes JSON
+
+``run`` is the one call both add-ons make, for any op the server offers; ``paint``,
+``texture`` and ``stylize`` are the typed routes kept for older scripts.
 """
 
 from __future__ import annotations
@@ -110,6 +115,21 @@ class ImpastoClient:
                         on_event(event)
                     yield event
 
+    def run_events(self, op: str, images: dict, options: dict | None = None, outputs=(), on_event=None):
+        """Start ``op`` as a job; yields its events (dicts in protobuf's JSON mapping) until it ends.
+
+        ``images`` maps the op's image slots to encoded file bytes (PNG, JPEG) or :class:`RawImage` pixels.
+        """
+        files: dict[str, bytes] = {}
+        request = {"images": {name: _image(name, data, files) for name, data in images.items() if data is not None},
+                   "options": options or {}, "outputs": list(outputs)}
+        return self._start(f"/v1/ops/{op}", request, files, on_event)
+
+    def run(self, op: str, images: dict, options: dict | None = None, outputs=(), on_event=None) -> dict:
+        """Run ``op`` to its end: ``{"images": {name: PNG bytes}, "texts": {name: str}, "files": {name: bytes},
+        "numbers": {name: float}, "job_id": ...}``; raises :class:`ImpastoError`."""
+        return self.finish(self.run_events(op, images, options, outputs, on_event))
+
     def paint_events(self, image, options: dict | None = None, *, mask=None, style=None, canvas=None, svg: bool = False,
                      animation: bool = False, on_event=None):
         """Start a paint job; yields its events (dicts in protobuf's JSON mapping) until it ends.
@@ -157,6 +177,12 @@ class ImpastoClient:
     def finish(self, events) -> dict:
         """Follow ``events`` to the end: the result with its files fetched, or :class:`ImpastoError`."""
         for event in events:
+            if "op_result" in event:  # a job started with run(): outputs by kind, files as URLs to fetch
+                result = {"job_id": event["job_id"], "texts": event["op_result"].get("texts", {}),
+                          "numbers": event["op_result"].get("numbers", {})}
+                for kind in ("images", "files"):
+                    result[kind] = {name: self.fetch(image["ref"]) for name, image in event["op_result"].get(kind, {}).items()}
+                return result
             kind = next((k for k in ("result", "image_result") if k in event), None)  # paint / texture, stylize
             if kind is not None:
                 result = dict(event[kind], job_id=event["job_id"])

@@ -7,22 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RunRequest(_message.Message):
-    __slots__ = ("job_id", "paint", "texture", "stylize", "max_side", "preview_interval_ms", "progress_interval_ms")
+    __slots__ = ("job_id", "request", "max_side", "preview_interval_ms", "progress_interval_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    PAINT_FIELD_NUMBER: _ClassVar[int]
-    TEXTURE_FIELD_NUMBER: _ClassVar[int]
-    STYLIZE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    paint: _studio_pb2.PaintRequest
-    texture: _studio_pb2.TextureRequest
-    stylize: _studio_pb2.StylizeRequest
+    request: _studio_pb2.OpRequest
     max_side: int
     preview_interval_ms: int
     progress_interval_ms: int
-    def __init__(self, job_id: _Optional[str] = ..., paint: _Optional[_Union[_studio_pb2.PaintRequest, _Mapping]] = ..., texture: _Optional[_Union[_studio_pb2.TextureRequest, _Mapping]] = ..., stylize: _Optional[_Union[_studio_pb2.StylizeRequest, _Mapping]] = ..., max_side: _Optional[int] = ..., preview_interval_ms: _Optional[int] = ..., progress_interval_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., request: _Optional[_Union[_studio_pb2.OpRequest, _Mapping]] = ..., max_side: _Optional[int] = ..., preview_interval_ms: _Optional[int] = ..., progress_interval_ms: _Optional[int] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("job_id",)

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -78,6 +79,69 @@ class Image(_message.Message):
     raw: RawImage
     ref: str
     def __init__(self, encoded: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ..., ref: _Optional[str] = ...) -> None: ...
+
+class OpRequest(_message.Message):
+    __slots__ = ("op", "images", "options", "outputs", "preview_interval_ms")
+    class ImagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Image
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+    OP_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    images: _containers.MessageMap[str, Image]
+    options: _struct_pb2.Struct
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    preview_interval_ms: int
+    def __init__(self, op: _Optional[str] = ..., images: _Optional[_Mapping[str, Image]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., outputs: _Optional[_Iterable[str]] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+
+class OpResult(_message.Message):
+    __slots__ = ("op", "images", "texts", "files", "numbers")
+    class ImagesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Image
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+    class TextsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Image
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Image, _Mapping]] = ...) -> None: ...
+    class NumbersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    OP_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    NUMBERS_FIELD_NUMBER: _ClassVar[int]
+    op: str
+    images: _containers.MessageMap[str, Image]
+    texts: _containers.ScalarMap[str, str]
+    files: _containers.MessageMap[str, Image]
+    numbers: _containers.ScalarMap[str, float]
+    def __init__(self, op: _Optional[str] = ..., images: _Optional[_Mapping[str, Image]] = ..., texts: _Optional[_Mapping[str, str]] = ..., files: _Optional[_Mapping[str, Image]] = ..., numbers: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PaintOptions(_message.Message):
     __slots__ = ("brush", "strokes", "levels", "size", "iterations", "lr", "renderer", "patch", "ot_weight", "style_mode", "style_weight", "features", "canvas", "seed")
@@ -278,7 +342,7 @@ class Cancelled(_message.Message):
     def __init__(self) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "seq", "time", "queued", "started", "progress", "result", "error", "cancelled", "image_result")
+    __slots__ = ("job_id", "seq", "time", "queued", "started", "progress", "result", "error", "cancelled", "image_result", "op_result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -289,6 +353,7 @@ class JobEvent(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
     IMAGE_RESULT_FIELD_NUMBER: _ClassVar[int]
+    OP_RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     time: float
@@ -299,7 +364,8 @@ class JobEvent(_message.Message):
     error: JobError
     cancelled: Cancelled
     image_result: ImageResult
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PaintResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., image_result: _Optional[_Union[ImageResult, _Mapping]] = ...) -> None: ...
+    op_result: OpResult
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., time: _Optional[float] = ..., queued: _Optional[_Union[Queued, _Mapping]] = ..., started: _Optional[_Union[Started, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[PaintResult, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., cancelled: _Optional[_Union[Cancelled, _Mapping]] = ..., image_result: _Optional[_Union[ImageResult, _Mapping]] = ..., op_result: _Optional[_Union[OpResult, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "op", "state", "created", "started", "finished", "progress", "error", "has_result", "expires")
@@ -359,15 +425,63 @@ class OptionInfo(_message.Message):
     help: str
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., help: _Optional[str] = ...) -> None: ...
 
+class ImageSlotInfo(_message.Message):
+    __slots__ = ("name", "role", "required", "same_size_as", "together_with", "min_side", "help")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    SAME_SIZE_AS_FIELD_NUMBER: _ClassVar[int]
+    TOGETHER_WITH_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIDE_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: str
+    required: bool
+    same_size_as: str
+    together_with: str
+    min_side: int
+    help: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: _Optional[bool] = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ...) -> None: ...
+
+class OutputInfo(_message.Message):
+    __slots__ = ("name", "kind", "filename", "mime", "on_request", "place", "help")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    MIME_FIELD_NUMBER: _ClassVar[int]
+    ON_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    PLACE_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    filename: str
+    mime: str
+    on_request: bool
+    place: str
+    help: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: _Optional[bool] = ..., place: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
+
 class OpInfo(_message.Message):
-    __slots__ = ("name", "description", "options")
+    __slots__ = ("name", "description", "options", "images", "outputs", "runs_in", "models", "job", "help")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    RUNS_IN_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    HELP_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     options: _containers.RepeatedCompositeFieldContainer[OptionInfo]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[ImageSlotInfo]
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputInfo]
+    runs_in: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    job: bool
+    help: str
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[ImageSlotInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[OutputInfo, _Mapping]]] = ..., runs_in: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., job: _Optional[bool] = ..., help: _Optional[str] = ...) -> None: ...
 
 class BrushInfo(_message.Message):
     __slots__ = ("name", "fields")

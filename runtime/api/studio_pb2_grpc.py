@@ -39,6 +39,11 @@ class StudioStub:
                 request_serializer=impasto_dot_v1_dot_studio__pb2.CapabilitiesRequest.SerializeToString,
                 response_deserializer=impasto_dot_v1_dot_studio__pb2.CapabilitiesReply.FromString,
                 _registered_method=True)
+        self.Run = channel.unary_stream(
+                '/impasto.v1.Studio/Run',
+                request_serializer=impasto_dot_v1_dot_studio__pb2.OpRequest.SerializeToString,
+                response_deserializer=impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.Paint = channel.unary_stream(
                 '/impasto.v1.Studio/Paint',
                 request_serializer=impasto_dot_v1_dot_studio__pb2.PaintRequest.SerializeToString,
@@ -91,8 +96,18 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Run(self, request, context):
+        """Run any operation that Capabilities lists, as a job: its events stream until it ends, the
+        last carrying an OpResult. The job survives the client disconnecting: re-attach with WatchJob.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Paint(self, request, context):
-        """Start a paint job and stream its events (queued, started, progress, result or error).
+        """Paint, Texture and Stylize are the typed forms of Run for the first three ops (kept for
+        existing clients): the same jobs, whose final event carries PaintResult or ImageResult.
+        Start a paint job and stream its events (queued, started, progress, result or error).
         The job survives the client disconnecting: re-attach with WatchJob.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -152,6 +167,11 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.Capabilities,
                     request_deserializer=impasto_dot_v1_dot_studio__pb2.CapabilitiesRequest.FromString,
                     response_serializer=impasto_dot_v1_dot_studio__pb2.CapabilitiesReply.SerializeToString,
+            ),
+            'Run': grpc.unary_stream_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=impasto_dot_v1_dot_studio__pb2.OpRequest.FromString,
+                    response_serializer=impasto_dot_v1_dot_studio__pb2.JobEvent.SerializeToString,
             ),
             'Paint': grpc.unary_stream_rpc_method_handler(
                     servicer.Paint,
@@ -221,6 +241,33 @@ class Studio:
             '/impasto.v1.Studio/Capabilities',
             impasto_dot_v1_dot_studio__pb2.CapabilitiesRequest.SerializeToString,
             impasto_dot_v1_dot_studio__pb2.CapabilitiesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Run(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/impasto.v1.Studio/Run',
+            impasto_dot_v1_dot_studio__pb2.OpRequest.SerializeToString,
+            impasto_dot_v1_dot_studio__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 import numpy as np
 
 from impasto.export.repository import RepositoryModel, TensorInfo
+from impasto.runtime.errors import InvalidArgument
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(InvalidArgument):
     """A request that does not fit the model (the message names the input and the limit)."""
 
 

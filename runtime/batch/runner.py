@@ -19,12 +19,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import json_format
-
-from impasto.runtime.api import convert
-from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.atomic import atomic_output
 from impasto.runtime.batch.spec import BatchSpec, Task, load_spec
+from impasto.runtime.errors import InvalidArgument, message_of
+from impasto.runtime.ops.registry import RunContext, get_op
+from impasto.runtime.ops.request import FileImage, OpRequest, run_op
+from impasto.train.options import read_options
 
 log = logging.getLogger(__name__)
 
@@ -74,73 +74,46 @@ def _version() -> str:
 
 
 class TaskRunner:
-    """Runs tasks of one spec in this process, in-process (torch) or on a server (``server``)."""
+    """Runs tasks of one spec in this process (the op's own run, no protobuf) or on a server (``server``).
+
+    Every op runs through the same path: the task's input fills the op's first image slot,
+    the spec's files its other slots, ``[params]`` its options.
+    """
 
     def __init__(self, spec: BatchSpec | str, *, device: str = "cpu", threads: int = 0, server: str | None = None,
                  token: str | None = None, max_side: int = 16384, vgg_weights: str | None = None):
         self.spec = load_spec(spec) if not isinstance(spec, BatchSpec) else spec
-        self.device, self.server, self.token, self.max_side, self.vgg_weights = device, server, token, max_side, vgg_weights
+        self.op = get_op(self.spec.op)
+        self.server, self.token = server, token
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         # the parameter files (style, mask, ...) are the same for every task: hashed once, into the params key
-        files = {k: _sha256(v) for k, v in self.spec.params.items()
-                 if k in ("style", "mask", "canvas", "content_labels", "style_labels") and isinstance(v, str) and os.path.isfile(v)}
+        files = {k: _sha256(v) for k, v in self.spec.files.items() if os.path.isfile(v)}
         self.params_key = json.dumps({"op": self.spec.op, "params": self.spec.params, "files": files,
                                       "impasto": _version()}, sort_keys=True)
+        self.ctx = RunContext(device=device, max_side=max_side, vgg_weights=vgg_weights)  # its cache outlives tasks
         self._check_params()
-        self.net = None  # feature network for texture/stylize, built on first use and kept
-
-    # --- parameters, checked once with the server's own rules ----------------------------
 
     def _check_params(self) -> None:
-        """Parse and range-check [params] with the server's own rules (raises convert.WireError)."""
-        message = self._message()
-        if self.spec.op == "paint":
-            convert.paint_options(message.options, self.device, self.vgg_weights)
-        else:
-            convert.synthesis_options(message.options, self.device, self.vgg_weights)
+        """[params] checked with the op's own rules before any work (raises InvalidArgument naming the key)."""
+        slot = self.op.images[0].name
+        label = f"{self.spec.path}: [params] {{}}".format
+        if slot in self.spec.files:
+            raise InvalidArgument(label(f"{slot}: the inputs fill this image; remove it from [params]"))
+        missing = [s.name for s in self.op.images[1:] if s.required and s.name not in self.spec.files]
+        if missing:
+            raise InvalidArgument(label(f"{missing[0]}: {self.spec.op} needs this image (a file)"))
+        for name, path in self.spec.files.items():
+            if not os.path.isfile(path):
+                raise InvalidArgument(label(f"{name}: '{path}' does not exist"))
+        read_options(self.op.options, self.spec.params, label=lambda n: label(n))
 
-    def _message(self, task: Task | None = None):
-        p = dict(self.spec.params)
-        files = {}
-        for key in ("style", "mask", "canvas", "content_labels", "style_labels"):
-            if key in p and not (key == "canvas" and str(p[key]).startswith(("#", "black", "white"))):
-                files[key] = p.pop(key)
-        try:
-            if self.spec.op == "paint":
-                options = json_format.ParseDict(p, pb.PaintOptions())
-                msg = pb.PaintRequest(options=options)
-                for key, wire in (("style", "style"), ("mask", "mask"), ("canvas", "canvas_image")):
-                    if key in files and task is not None:
-                        getattr(msg, wire).encoded = Path(files[key]).read_bytes()
-                if task is not None:
-                    msg.image.encoded = Path(task.input).read_bytes()
-                return msg
-            size = str(p.pop("size", "512x512"))
-            tileable = bool(p.pop("tileable", False))
-            options = json_format.ParseDict(p, pb.SynthesisOptions())
-            if self.spec.op == "texture":
-                w, _, h = size.lower().partition("x")
-                msg = pb.TextureRequest(width=int(w), height=int(h or w), tileable=tileable, options=options)
-                if task is not None:
-                    msg.exemplar.encoded = Path(task.input).read_bytes()
-                return msg
-            if "style" not in files:
-                raise convert.WireError("stylize needs params.style (the style image)")
-            msg = pb.StylizeRequest(options=options)
-            if task is not None:
-                msg.content.encoded = Path(task.input).read_bytes()
-                msg.style.encoded = Path(files["style"]).read_bytes()
-                for key in ("content_labels", "style_labels"):
-                    if key in files:
-                        getattr(msg, key).encoded = Path(files[key]).read_bytes()
-            return msg
-        except json_format.ParseError as e:
-            raise convert.WireError(f"{self.spec.path}: [params] {e}") from None
-        except ValueError as e:
-            raise convert.WireError(f"{self.spec.path}: [params] {e}") from None
+    def request(self, task: Task) -> OpRequest:
+        images = {self.op.images[0].name: FileImage(task.input)}
+        images.update({name: FileImage(path) for name, path in self.spec.files.items()})
+        return OpRequest(self.spec.op, images, dict(self.spec.params))
 
     # --- running ---------------------------------------------------------------------------
 
@@ -170,41 +143,26 @@ class TaskRunner:
             return TaskResult(task.index, task.output, "done", seconds)
         except Exception as e:  # recorded; the batch goes on
             seconds = time.perf_counter() - start
-            message = f"{type(e).__name__}: {e}"
+            message = message_of(e)
             log.warning("task %d (%s) failed: %s", task.index, task.input, message)
             _write_record(self.spec, task.index, {**record, "status": "failed", "error": message, "seconds": round(seconds, 3),
                                                   "finished": time.time()})
             return TaskResult(task.index, task.output, "failed", seconds, message)
 
     def _compute(self, task: Task) -> bytes:
-        message = self._message(task)
+        """The PNG of the op's main output for ``task``."""
         if self.server:
-            return self._on_server(message)
-        if self.spec.op == "paint":
-            from impasto.runtime.ops.paint_job import run_paint_job
-
-            job = convert.paint_job(message, self.max_side, self.device, self.vgg_weights)
-            return convert.paint_result(run_paint_job(job, self.max_side)).image.encoded
+            return self._on_server(task)
         from impasto.runtime.images import encode_png
-        from impasto.runtime.ops.synthesis import VGGFeatureNet
 
-        if self.spec.op == "texture":
-            from impasto.runtime.ops.texture import texture
+        outcome = run_op(self.op, self.request(task), self.ctx)
+        return encode_png(outcome.values[self.op.primary_output.name])
 
-            exemplar, size, options = convert.texture_inputs(message, self.max_side, self.device, self.vgg_weights)
-            self.net = self.net or VGGFeatureNet(options.features, options.vgg_weights, self.device)
-            return encode_png(texture(exemplar, size, options, max_side=self.max_side, net=self.net))
-        from impasto.runtime.ops.stylize import stylize
-
-        content, style, labels, options = convert.stylize_inputs(message, self.max_side, self.device, self.vgg_weights)
-        self.net = self.net or VGGFeatureNet(options.features, options.vgg_weights, self.device)
-        return encode_png(stylize(content, style, options, net=self.net, **labels))
-
-    def _on_server(self, message) -> bytes:
+    def _on_server(self, task: Task) -> bytes:
         from impasto.runtime.client import StudioClient
 
+        request = self.request(task)
+        images = {name: Path(source.path).read_bytes() for name, source in request.images.items()}
         with StudioClient(self.server, token=self.token) as client:
-            events = {"paint": client.paint_events, "texture": client.texture_events,
-                      "stylize": client.stylize_events}[self.spec.op](message)
-            return client.wait(events).image.encoded
-
+            result = client.run(self.spec.op, images, request.options)
+        return result.images[self.op.primary_output.name].encoded

@@ -1,13 +1,16 @@
 """Batch job specs (TOML or JSON) and their expansion into numbered tasks.
 
-    op = "paint"                       # paint | texture | stylize
+    op = "paint"                       # any op: `impasto --help` lists them
     inputs = "frames/*.png"            # a glob, a folder, a manifest file (.txt: one path a line;
                                        # .json: a list), or a frame range:
                                        # inputs = { frames = "1-240", pattern = "shots/f{frame:04d}.png" }
     output = "out/{stem}.png"          # {stem} {name} {index} {frame}; relative to the spec's folder
-    [params]                           # the op's options, as on the command line
+    [params]                           # the op's options (as in Capabilities), and its other images
     strokes = 300
-    style = "styles/van_gogh.png"      # paths in params are relative to the spec's folder too
+    style = "styles/van_gogh.png"      # image slots are files, relative to the spec's folder too
+
+The input image fills the op's first image slot; ``[params]`` keys that name another image
+slot of the op are files (resolved against the spec's folder), every other key is an option.
 
 Tasks are numbered 0..N-1 in a stable order (sorted paths, or the manifest's / range's
 order), so ``--items A-B`` means the same images on every machine of a farm.
@@ -21,12 +24,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-OPS = ("paint", "texture", "stylize")
+from impasto.runtime.errors import InvalidArgument
+from impasto.runtime.ops.registry import get_op, list_ops
+from impasto.runtime.ops.request import split_params
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
-PATH_PARAMS = ("style", "mask", "canvas")  # params that name files
 
 
-class SpecError(ValueError):
+class SpecError(InvalidArgument):
     """A batch spec that cannot run; the message names the file and the field."""
 
 
@@ -44,7 +49,8 @@ class BatchSpec:
     op: str
     output: str
     inputs: object
-    params: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # option values, as the spec gives them
+    files: dict[str, str] = field(default_factory=dict)  # image slot -> absolute path
 
     @property
     def root(self) -> Path:
@@ -70,17 +76,18 @@ def load_spec(path: str | Path) -> BatchSpec:
     for key in ("op", "inputs", "output"):
         if key not in data:
             raise SpecError(f"{path}: '{key}' is missing")
-    if data["op"] not in OPS:
-        raise SpecError(f"{path}: op '{data['op']}' is not one of {', '.join(OPS)}")
+    if data["op"] not in list_ops():
+        raise SpecError(f"{path}: op '{data['op']}' is not one of {', '.join(list_ops())}")
     if not isinstance(data["output"], str) or not data["output"]:
         raise SpecError(f"{path}: output must be a filename pattern such as 'out/{{stem}}.png'")
     params = data.get("params", {})
     if not isinstance(params, dict):
         raise SpecError(f"{path}: [params] must be a table")
-    spec = BatchSpec(path.resolve(), data["op"], data["output"], data["inputs"], dict(params))
-    for key in PATH_PARAMS:
-        if key in spec.params and isinstance(spec.params[key], str) and not spec.params[key].startswith(("#", "black", "white")):
-            spec.params[key] = str(spec.resolve(spec.params[key]))
+    spec = BatchSpec(path.resolve(), data["op"], data["output"], data["inputs"])
+    try:
+        spec.params, spec.files = split_params(get_op(spec.op), params, lambda p: str(spec.resolve(p)))
+    except InvalidArgument as e:
+        raise SpecError(f"{path}: {e}") from None
     return spec
 
 

@@ -1,9 +1,12 @@
-"""Python client of impasto's server (gRPC): paint jobs with progress, render, job control.
+"""Python client of impasto's server (gRPC): any op as a job with progress, render, job control.
 
-    from impasto.runtime.client import StudioClient, paint_request
+    from impasto.runtime.client import StudioClient
     with StudioClient("127.0.0.1:8001") as client:
-        result = client.paint(paint_request("photo.jpg", strokes=300), on_event=print)
-        open("painting.png", "wb").write(result.image.encoded)
+        result = client.run("paint", {"image": "photo.jpg"}, {"strokes": 300}, on_event=print)
+        open("painting.png", "wb").write(result.images["image"].encoded)
+
+``run`` takes any op that the server's Capabilities lists; ``paint``/``texture``/``stylize``
+are the typed RPCs kept for existing pipelines.
 
 Studio pipelines use this (or any gRPC client generated from ``proto/``); the Krita and
 Blender add-ons use the standard-library HTTP/JSON client instead.
@@ -19,7 +22,7 @@ import grpc
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api import studio_pb2_grpc
 
-__all__ = ["JobFailed", "StudioClient", "paint_request"]
+__all__ = ["JobFailed", "StudioClient", "op_request", "paint_request"]
 
 
 class JobFailed(RuntimeError):
@@ -32,6 +35,22 @@ class JobFailed(RuntimeError):
 
 def _image(path: str | Path) -> pb.Image:
     return pb.Image(encoded=Path(path).read_bytes())
+
+
+def op_request(op: str, images: dict[str, str | Path | bytes | pb.Image] | None = None, options: dict | None = None,
+               outputs: tuple[str, ...] | list[str] = (), preview_interval_ms: int = 0) -> pb.OpRequest:
+    """An OpRequest: images are file paths (sent as their bytes), bytes, or Image messages."""
+    request = pb.OpRequest(op=op, outputs=list(outputs), preview_interval_ms=preview_interval_ms)
+    for name, value in (images or {}).items():
+        if isinstance(value, pb.Image):
+            request.images[name].CopyFrom(value)
+        elif isinstance(value, (bytes, bytearray)):
+            request.images[name].encoded = bytes(value)
+        else:
+            request.images[name].CopyFrom(_image(value))
+    if options:
+        request.options.update(options)
+    return request
 
 
 def paint_request(
@@ -77,6 +96,15 @@ class StudioClient:
     def capabilities(self) -> pb.CapabilitiesReply:
         return self.stub.Capabilities(pb.CapabilitiesRequest(), metadata=self.metadata, timeout=self.timeout)
 
+    def run_events(self, request: pb.OpRequest) -> Iterator[pb.JobEvent]:
+        """Start any op as a job; its events as they come (the job goes on if you stop reading)."""
+        return self.stub.Run(request, metadata=self.metadata, timeout=self.timeout)
+
+    def run(self, op: str, images: dict | None = None, options: dict | None = None, outputs=(),
+            on_event: Callable[[pb.JobEvent], None] | None = None) -> pb.OpResult:
+        """Run ``op`` to its end (see :func:`op_request`); raises :class:`JobFailed` if it fails or is cancelled."""
+        return self.wait(self.run_events(op_request(op, images, options, outputs)), on_event)
+
     def paint_events(self, request: pb.PaintRequest) -> Iterator[pb.JobEvent]:
         """The job's events as they come; the job goes on if you stop reading (see ``watch``)."""
         return self.stub.Paint(request, metadata=self.metadata, timeout=self.timeout)
@@ -102,7 +130,10 @@ class StudioClient:
         return self.wait(self.paint_events(request), on_event)
 
     def wait(self, events: Iterator[pb.JobEvent], on_event: Callable[[pb.JobEvent], None] | None = None):
-        """Follow a job's events to its result (PaintResult or ImageResult); raises :class:`JobFailed`."""
+        """Follow a job's events to its result (OpResult, or PaintResult / ImageResult of the typed RPCs).
+
+        Raises :class:`JobFailed` when the job fails or is cancelled.
+        """
         job_id = ""
         for event in events:
             job_id = event.job_id
@@ -113,6 +144,8 @@ class StudioClient:
                 return event.result
             if kind == "image_result":
                 return event.image_result
+            if kind == "op_result":
+                return event.op_result
             if kind == "error":
                 raise JobFailed(job_id, event.error.code, event.error.message)
             if kind == "cancelled":

@@ -105,3 +105,33 @@ def save_animation(
     with atomic_output(path) as f:
         f.write(iio.imwrite("<bytes>", even, extension=".mp4", fps=fps, codec="libx264"))
     return path
+
+
+def save_gif_as(gif: bytes, path: Path) -> Path:
+    """Write an animation made by :func:`animation_gif` to ``path``: as it is (.gif) or re-encoded (.mp4)."""
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        with atomic_output(path) as f:
+            f.write(gif)
+        return path
+    if suffix != ".mp4":
+        raise ValueError(f"cannot write animation '{path.name}': use .gif or .mp4")
+    try:
+        import imageio.v3 as iio
+        import imageio_ffmpeg  # noqa: F401  (the plugin that writes MP4)
+    except ImportError:
+        raise ValueError("writing .mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use .gif") from None
+    import numpy as np
+
+    with Image.open(io.BytesIO(gif)) as im:
+        durations, frames = [], []
+        for i in range(im.n_frames):
+            im.seek(i)
+            frames.append(np.asarray(im.convert("RGB")))
+            durations.append(im.info.get("duration", 66))
+    fps = max(1.0, 1000 / max(1, durations[0]))
+    frames_np = np.stack(frames + [frames[-1]] * round(fps))  # hold the end a second
+    even = frames_np[:, : frames_np.shape[1] // 2 * 2, : frames_np.shape[2] // 2 * 2]  # yuv420 needs even sides
+    with atomic_output(path) as f:
+        f.write(iio.imwrite("<bytes>", even, extension=".mp4", fps=fps, codec="libx264"))
+    return path

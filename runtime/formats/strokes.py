@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from impasto.runtime.atomic import atomic_output
+from impasto.runtime.errors import InvalidArgument
 from impasto.train.brushes import get_brush
 
 FORMAT = "impasto.strokes"
 VERSION = 1
 
 
-class StrokeFileError(ValueError):
+class StrokeFileError(InvalidArgument):
     """A stroke file that cannot be read; the message names the file and the problem."""
 
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from impasto.runtime.images import resize
 from impasto.runtime.ops.losses import l1_loss, paint_loss
-from impasto.train.brushes import Brush, get_brush, render_strokes
+from impasto.train.brushes import BRUSHES, Brush, get_brush, render_strokes
+from impasto.train.options import option
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +30,35 @@ MAX_STROKES = 20_000
 class PaintOptions:
     """Parameters of a painting; the defaults are the reference implementation's."""
 
-    brush: str = "oil"
-    strokes: int = 500  # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
-    levels: int = 5  # the reference's max_divide: level m has m x m patches
-    # per stroke; None: the reference's 500 / strokes-per-patch (55 at the defaults). 20 and the
+    brush: str = option("oil", "brush that paints the strokes", choices=lambda: tuple(BRUSHES))
+    # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
+    strokes: int = option(500, "strokes in total over all levels", min=1, max=MAX_STROKES)
+    levels: int = option(5, "progressive levels: level m cuts the canvas into m x m patches (the reference's max_divide)",
+                         min=1, max=16)
+    # per stroke; 0: the reference's 500 / strokes-per-patch (55 at the defaults). 20 and the
     # exact engine at 64 px are measured choices: docs/benchmarks.md#painter
-    iterations: int | None = 20
-    lr: float = 0.002  # RMSprop, as the reference
-    renderer: str = "exact"  # exact (the engine, differentiated) or neural (the shipped renderer)
-    patch: int = 64  # pixels a patch is searched at (the shipped dual-pathway renderers draw at any size)
-    ot_weight: float = 0.0  # weight of the Sinkhorn optimal-transport loss (the reference: 0.1 with --ot)
+    iterations: int = option(20, "optimisation steps per stroke (0: the reference's 500 / strokes per patch)",
+                             min=0, max=10_000)
+    lr: float = option(0.002, "RMSprop learning rate (the reference's)", min=1e-6, max=1.0)
+    renderer: str = option("exact", "differentiable renderer of the search: the exact engine (faster and better here) "
+                           "or the shipped neural renderer", choices=("exact", "neural"))
+    patch: int = option(64, "px a patch is searched at (larger: slower, finer)", min=8, max=512)
+    ot_weight: float = option(0.0, "optimal-transport loss weight (0 = off): pulls strokes toward targets they do not "
+                              "overlap yet", min=0.0, max=100.0,
+                              shortcut=("--ot", 0.1, "add the optimal-transport loss at the reference's weight, 0.1"))
     error_power: float = 4.0  # the error map is blurred and raised to this power to pick stroke sites
-    seed: int = 0
+    seed: int = option(0, "random seed: the same seed gives the same painting", min=0, max=2**53)
     device: str = "cpu"
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the reference paints on black
     # style (used when paint() gets a style image): after each level's search, a pass of
     # style_iterations steps on that level's strokes, content (L1) + style (VGG Gram) loss
-    style_mode: str = "color"  # color: only colours change; all: every parameter
-    style_weight: float = 100.0
+    style_mode: str = option("color", "with a style image: restyle colours only (shapes stay) or every parameter",
+                             choices=("color", "all"))
+    style_weight: float = option(100.0, "style loss weight against the content L1", min=0.0, max=1e6)
     content_weight: float = 1.0
     style_iterations: int = 50
-    features: str = "vgg19"  # vgg19 (ImageNet weights) or random (an explicit, weaker stand-in)
+    features: str = option("vgg19", "style features: VGG-19 with ImageNet weights (see IMPASTO_VGG_WEIGHTS) or a "
+                           "random-weight stand-in (weak, for testing)", choices=("vgg19", "random"))
     vgg_weights: str | None = None
 
     def validate(self) -> None:
@@ -63,8 +72,8 @@ class PaintOptions:
                 f"strokes={self.strokes} is fewer than the {self.levels_blocks} patches of {self.levels} levels: "
                 f"use at least {self.levels_blocks} strokes or fewer levels"
             )
-        if self.iterations is not None and not 1 <= self.iterations <= 10_000:
-            raise ValueError(f"iterations must be between 1 and 10000, got {self.iterations}")
+        if not 0 <= self.iterations <= 10_000:
+            raise ValueError(f"iterations must be between 0 (the reference's schedule) and 10000, got {self.iterations}")
         if not 0.0 <= self.ot_weight <= 100.0:
             raise ValueError(f"ot_weight must be between 0 and 100, got {self.ot_weight}")
         if self.style_mode not in ("color", "all"):
@@ -90,7 +99,7 @@ class PaintOptions:
 
     @property
     def iterations_per_stroke(self) -> int:
-        return self.iterations if self.iterations is not None else max(1, 500 // self.strokes_per_patch)
+        return self.iterations or max(1, 500 // self.strokes_per_patch)
 
 
 @dataclass

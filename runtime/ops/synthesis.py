@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from impasto.runtime.errors import InvalidArgument
+from impasto.train.options import option
+
 from impasto.train.losses.statistics import (
     content_loss,
     gram,
@@ -35,26 +38,31 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("histogram", "gram", "sliced")
 CONTENT_LAYER = "relu4_2"
+MIN_SIDE = 64  # VGG-19's relu5_1 sits after four 2x poolings: 64 px -> 4 x 4 cells
 
 
-class SynthesisInputError(ValueError):
+class SynthesisInputError(InvalidArgument):
     """An exemplar, label map or size that synthesis cannot use; the message names it and the limit."""
 
 
 @dataclass
 class SynthesisOptions:
-    loss: str = "histogram"  # histogram (Gram + histogram, Risser et al.) | gram (Gatys) | sliced (Heitz et al.)
-    iterations: int = 200  # Adam steps per scale
-    scales: int = 0  # coarse-to-fine levels, each twice the size of the previous; 0: as many as fit
-    lr: float = 0.02
+    """The options texture and stylize share; each op adds its own (sizes, content weight)."""
+
+    loss: str = option("histogram", "histogram: Gram + histogram losses (Risser et al.); gram: Gram only (Gatys); "
+                       "sliced: sliced Wasserstein (Heitz et al.)", choices=LOSSES)
+    iterations: int = option(100, "optimisation steps per scale", min=1, max=100_000)
+    scales: int = option(0, "coarse-to-fine scales (0: as many as fit, up to 4)", min=0, max=8)
+    lr: float = option(0.02, "Adam learning rate on pixels", min=1e-6, max=10.0)
     style_weight: float = 1.0
-    content_weight: float = 1.0  # stylize only
-    tv_weight: float = 0.0
-    balance: bool = True  # gradient normalisation per layer
-    tileable: bool = False
-    seed: int = 0
+    content_weight: float = 1.0  # stylize exposes it
+    tv_weight: float = option(0.0, "total-variation weight (smoothness)", min=0.0, max=1e6)
+    balance: bool = option(True, "automatic loss balancing (gradient normalisation per layer)")
+    tileable: bool = False  # texture exposes it
+    seed: int = option(0, "random seed", min=0, max=2**53)
     device: str = "cpu"
-    features: str = "vgg19"  # vgg19 (ImageNet weights) | random (a weak stand-in)
+    features: str = option("vgg19", "VGG-19 with ImageNet weights (see IMPASTO_VGG_WEIGHTS) or the random-weight "
+                           "stand-in (weak, for testing)", choices=("vgg19", "random"))
     vgg_weights: str | None = None
 
     def validate(self) -> None:
@@ -100,7 +108,7 @@ class VGGFeatureNet(FeatureNet):
         from impasto.train.models.vgg import STYLE_LAYERS, vgg19_features
 
         self.style_layers = STYLE_LAYERS
-        self.min_side = 64  # relu5_1 sits after four 2x poolings: 64 px -> 4 x 4 cells
+        self.min_side = MIN_SIDE
         self.vgg = vgg19_features(STYLE_LAYERS + (CONTENT_LAYER,), features=features, weights=weights, device=device)
         self.convs = [m for m in self.vgg.features if isinstance(m, nn.Conv2d)]
 
@@ -157,6 +165,19 @@ class _Targets:
             self.gram[name] = [gram(f, m) for m in regions]
             if loss == "histogram":
                 self.sorted[name] = [sorted_features(f, m) for m in regions]
+
+
+def synthesis_internal(ctx) -> dict:
+    """The options users never set, from an op's RunContext: the device and the VGG weights file."""
+    return {"device": ctx.device, "vgg_weights": ctx.vgg_weights}
+
+
+def feature_net(ctx, options: SynthesisOptions) -> FeatureNet:
+    """The feature network for ``options``, built once per worker and kept in ``ctx.cache``."""
+    key = ("feature_net", options.features, options.vgg_weights, options.device)
+    if key not in ctx.cache:
+        ctx.cache[key] = VGGFeatureNet(options.features, options.vgg_weights, options.device)
+    return ctx.cache[key]
 
 
 def synthesize(

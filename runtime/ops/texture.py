@@ -1,15 +1,29 @@
-"""``texture``: a new texture of any size and aspect from an exemplar, optionally tileable.
+"""The ``texture`` op: a new texture of any size and aspect from an exemplar, optionally tileable.
 
 Risser et al.'s histogram losses by default (see :mod:`impasto.runtime.ops.synthesis`).
+:func:`texture` is the library function; ``TEXTURE`` is the op's one definition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from impasto.runtime.ops.synthesis import FeatureNet, SynthesisInputError, SynthesisOptions, SynthesisProgress, synthesize
+from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op
+from impasto.runtime.ops.request import image_numbers
+from impasto.runtime.ops.synthesis import (
+    MIN_SIDE,
+    FeatureNet,
+    SynthesisInputError,
+    SynthesisOptions,
+    SynthesisProgress,
+    feature_net,
+    synthesize,
+    synthesis_internal,
+)
+from impasto.train.options import option
 
 
 def texture(
@@ -29,3 +43,37 @@ def texture(
     if not torch.isfinite(exemplar).all():
         raise SynthesisInputError("the exemplar contains NaN or infinite values")
     return synthesize((h, w), exemplar, options, net=net, progress=progress)
+
+
+@dataclass
+class TextureOptions(SynthesisOptions):
+    width: int = option(512, "output width, px", min=MIN_SIDE, max=16384)
+    height: int = option(512, "output height, px", min=MIN_SIDE, max=16384)
+    tileable: bool = option(False, "make the texture wrap around seamlessly")
+
+
+def _check(options: TextureOptions, dims: dict[str, tuple[int, int]], max_side: int) -> None:
+    if max(options.width, options.height) > max_side:
+        raise SynthesisInputError(f"width x height is {options.width}x{options.height}; the limit is {max_side} px a side")
+    options.validate()
+
+
+def _run(ctx: RunContext, images: dict[str, torch.Tensor], options: TextureOptions, wanted: set[str]) -> OpOutcome:
+    image = texture(images["exemplar"], (options.height, options.width), options, max_side=ctx.max_side,
+                    net=feature_net(ctx, options),
+                    progress=lambda p: ctx.report(p.scale, p.scales, p.step, p.total, p.loss, p.image))
+    return OpOutcome({"image": image}, image_numbers(image))
+
+
+TEXTURE = register_op(OpSpec(
+    name="texture",
+    help="grow a texture of any size from an exemplar (histogram losses; optionally tileable)",
+    description="Neural texture synthesis (Risser et al. 2017): VGG-19 feature statistics of the exemplar, matched "
+    "coarse to fine with Gram + histogram losses and automatic balancing. See docs/texture.md.",
+    options=TextureOptions,
+    images=(ImageSlot("exemplar", "the texture sample (PNG, JPEG, ...)", min_side=MIN_SIDE),),
+    outputs=(Output("image", "image", "the texture", "image.png", place="texture"),),
+    run=_run,
+    check=_check,
+    internal=synthesis_internal,
+))

@@ -148,7 +148,7 @@ class Server:
         c = self.config
         await self.sidecar.start()
         self.models = ModelPool(c.repo, c.backend, c.batching, self.metrics, c.threads)
-        self.jobs = JobManager(self.sidecar, max_jobs=c.max_jobs, result_ttl=c.result_ttl, max_side=c.max_side,
+        self.jobs = JobManager(self.sidecar, models=self.models, max_jobs=c.max_jobs, result_ttl=c.result_ttl, max_side=c.max_side,
                                preview_interval_ms=c.preview_interval_ms)
         self.jobs.start()
         self.metrics.watch_jobs(self.jobs.counts)

@@ -8,12 +8,12 @@ raw tensor, ``{"raw": {..., "data_ref": "PART"}}``); in replies, images are
 newline-delimited JSON (``application/x-ndjson``), one event per line.
 
     GET  /v1/capabilities
-    POST /v1/paint                     multipart or JSON -> NDJSON events (?detach=1: the Job at once)
-    POST /v1/texture, /v1/stylize      multipart or JSON -> NDJSON events, like /v1/paint
+    POST /v1/ops/{op}                  OpRequest, multipart or JSON -> NDJSON events (?detach=1: the Job at once)
+    POST /v1/paint, /v1/texture, /v1/stylize   the typed requests of the first ops, like /v1/ops/{op}
     POST /v1/render                    multipart or JSON -> image/png
     GET  /v1/jobs                      GET /v1/jobs/{id}      POST /v1/jobs/{id}/cancel
     GET  /v1/jobs/{id}/events          NDJSON: every event so far, then live ones
-    GET  /v1/jobs/{id}/files/{name}    image.png | animation.gif | preview.png | strokes.json | strokes.svg
+    GET  /v1/jobs/{id}/files/{name}    preview.png, or an output's file name (Capabilities: OutputInfo.filename)
     GET  /v2/health/live  /v2/health/ready  /v2  /v2/models/{m}  /v2/models/{m}/ready  /v2/models/{m}/config
     POST /v2/models/{m}/infer          KServe v2 JSON tensors
     GET  /metrics
@@ -31,10 +31,11 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from impasto.runtime.api import legacy
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api.convert import WireError
+from impasto.runtime.errors import code_of, http_status, message_of
 from impasto.runtime.server.auth import OPEN_HTTP_PATHS, token_ok
-from impasto.runtime.server.errors import HTTP, status_of
 from impasto.runtime.server.kserve import DATATYPES, NUMPY_TO_KSERVE
 from impasto.runtime.server.metrics import Metrics
 from impasto.runtime.server.models import ModelPool
@@ -43,8 +44,6 @@ from impasto.runtime.server.studio import Studio, version
 log = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
-FILES = {"image.png": "image/png", "animation.gif": "image/gif", "preview.png": "image/png",
-         "strokes.json": "application/json", "strokes.svg": "image/svg+xml"}
 
 
 def to_json(message: Message) -> dict:
@@ -52,25 +51,45 @@ def to_json(message: Message) -> dict:
 
 
 def error_response(code: grpc.StatusCode, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code.name, "message": message}}, status=HTTP.get(code, 500))
+    return web.json_response({"error": {"code": code.name, "message": message}}, status=http_status(code.name))
 
 
-def _strip_images(event: pb.JobEvent) -> pb.JobEvent:
-    """A copy of ``event`` whose image bytes are replaced by URLs of the job's files."""
+def _strip_images(event: pb.JobEvent, filenames: dict[str, str]) -> pb.JobEvent:
+    """A copy of ``event`` whose image and file bytes are replaced by URLs of the job's files.
+
+    ``filenames`` maps the op's outputs to their file names (its definition's ``Output.filename``).
+    """
     event = pb.JobEvent.FromString(event.SerializeToString())
     base = f"/v1/jobs/{event.job_id}/files/"
     if event.HasField("progress") and event.progress.HasField("preview"):
         event.progress.preview.ref = base + "preview.png"
+    if event.HasField("op_result"):
+        for field in (event.op_result.images, event.op_result.files):
+            for name, image in field.items():
+                image.ref = base + filenames[name]
     if event.HasField("image_result"):
-        event.image_result.image.ref = base + "image.png"
+        event.image_result.image.ref = base + filenames["image"]
     if event.HasField("result"):
-        event.result.image.ref = base + "image.png"
+        event.result.image.ref = base + filenames["image"]
         if event.result.HasField("animation"):
-            event.result.animation.ref = base + "animation.gif"
+            event.result.animation.ref = base + filenames["animation"]
     return event
 
 
-async def _read_request(request: web.Request, message: Message, image_fields: tuple[str, ...]) -> Message:
+def _resolve(name: str, image: pb.Image, parts: dict[str, bytes]) -> None:
+    """Put the bytes of the multipart part an Image field names into it."""
+    if image.WhichOneof("data") == "ref":
+        if image.ref not in parts:
+            raise WireError(f"{name}: multipart part '{image.ref}' is missing")
+        image.encoded = parts[image.ref]
+    elif image.WhichOneof("data") == "raw" and image.raw.data_ref:
+        if image.raw.data_ref not in parts:
+            raise WireError(f"{name}.raw: multipart part '{image.raw.data_ref}' is missing")
+        image.raw.data = parts[image.raw.data_ref]
+        image.raw.data_ref = ""
+
+
+async def _read_request(request: web.Request, message: Message, image_fields: tuple[str, ...] = ()) -> Message:
     """Fill ``message`` from a JSON body, or a multipart body with binary image parts."""
     parts: dict[str, bytes] = {}
     body = None
@@ -90,16 +109,10 @@ async def _read_request(request: web.Request, message: Message, image_fields: tu
         raise WireError(f"request body is not a valid {message.DESCRIPTOR.name} in JSON: {e}") from None
     for name in image_fields:
         if message.HasField(name):
-            image = getattr(message, name)
-            if image.WhichOneof("data") == "ref":
-                if image.ref not in parts:
-                    raise WireError(f"{name}: multipart part '{image.ref}' is missing")
-                image.encoded = parts[image.ref]
-            elif image.WhichOneof("data") == "raw" and image.raw.data_ref:
-                if image.raw.data_ref not in parts:
-                    raise WireError(f"{name}.raw: multipart part '{image.raw.data_ref}' is missing")
-                image.raw.data = parts[image.raw.data_ref]
-                image.raw.data_ref = ""
+            _resolve(name, getattr(message, name), parts)
+    if isinstance(message, pb.OpRequest):
+        for name, image in message.images.items():
+            _resolve(f"images.{name}", image, parts)
     return message
 
 
@@ -114,9 +127,9 @@ class HttpApi:
         self.app = web.Application(client_max_size=max_message_bytes, middlewares=[self._middleware])
         r = self.app.router
         r.add_get("/v1/capabilities", self.capabilities)
-        r.add_post("/v1/paint", self.paint)
-        r.add_post("/v1/texture", self.texture)
-        r.add_post("/v1/stylize", self.stylize)
+        r.add_post("/v1/ops/{op}", self.run)
+        for op in legacy.REQUESTS:
+            r.add_post(f"/v1/{op}", self.typed)
         r.add_post("/v1/render", self.render)
         r.add_get("/v1/jobs", self.list_jobs)
         r.add_get("/v1/jobs/{id}", self.get_job)
@@ -145,10 +158,10 @@ class HttpApi:
         except web.HTTPException:
             raise
         except Exception as e:
-            code = status_of(e) or grpc.StatusCode.INTERNAL
+            code = grpc.StatusCode[code_of(e) or "INTERNAL"]
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error on %s", request.path)
-            return error_response(code, str(e) if code != grpc.StatusCode.INTERNAL else f"{type(e).__name__}: {e}")
+            return error_response(code, message_of(e))
         finally:
             self.metrics.observe("http", f"{request.method} {route}", code.name, time.perf_counter() - start)
 
@@ -157,17 +170,16 @@ class HttpApi:
     async def capabilities(self, request):
         return web.json_response(to_json(self.studio.capabilities()))
 
-    async def paint(self, request):
-        message = await _read_request(request, pb.PaintRequest(), ("image", "mask", "style", "canvas_image"))
-        return await self._start(request, await self.studio.submit_paint(message))
+    async def run(self, request):
+        message = await _read_request(request, pb.OpRequest())
+        message.op = request.match_info["op"]
+        return await self._start(request, await self.studio.submit(message))
 
-    async def texture(self, request):
-        message = await _read_request(request, pb.TextureRequest(), ("exemplar",))
-        return await self._start(request, await self.studio.submit_texture(message))
-
-    async def stylize(self, request):
-        message = await _read_request(request, pb.StylizeRequest(), ("content", "style", "content_labels", "style_labels"))
-        return await self._start(request, await self.studio.submit_stylize(message))
+    async def typed(self, request):
+        op = request.path.rsplit("/", 1)[1]
+        kind, images = legacy.REQUESTS[op]
+        message = await _read_request(request, kind(), images)
+        return await self._start(request, await self.studio.submit_typed(op, message))
 
     async def _start(self, request, job):
         if request.query.get("detach") in ("1", "true"):
@@ -175,13 +187,14 @@ class HttpApi:
         return await self._stream(request, job.id)
 
     async def _stream(self, request, job_id: str):
+        filenames = {o.name: o.filename for o in self.studio.jobs.get(job_id).spec.outputs}
         events = self.studio.jobs.watch(job_id)
         first = await anext(events)  # NOT_FOUND raises here, before the 200 goes out
         response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Impasto-Job": job_id})
         await response.prepare(request)
-        await response.write(json.dumps(to_json(_strip_images(first))).encode() + b"\n")
+        await response.write(json.dumps(to_json(_strip_images(first, filenames))).encode() + b"\n")
         async for event in events:
-            await response.write(json.dumps(to_json(_strip_images(event))).encode() + b"\n")
+            await response.write(json.dumps(to_json(_strip_images(event, filenames))).encode() + b"\n")
         await response.write_eof()
         return response
 
@@ -206,20 +219,25 @@ class HttpApi:
     async def job_file(self, request):
         job = self.studio.jobs.get(request.match_info["id"])
         name = request.match_info["name"]
-        if name not in FILES:
-            raise WireError(f"unknown job file '{name}': use one of {', '.join(FILES)}")
+        outputs = {o.filename: o for o in job.spec.outputs}
+        if name != "preview.png" and name not in outputs:
+            raise WireError(f"unknown job file '{name}': use one of preview.png, {', '.join(outputs)}")
         data: bytes | str | None = None
+        mime = "image/png"
         if name == "preview.png":
             previews = [e.progress.preview.encoded for e in job.events if e.HasField("progress") and e.progress.HasField("preview")]
             data = previews[-1] if previews else None
-        elif isinstance(job.result, pb.PaintResult):
-            data = {"image.png": job.result.image.encoded, "animation.gif": job.result.animation.encoded,
-                    "strokes.json": job.result.strokes_json, "strokes.svg": job.result.svg}[name] or None
-        elif job.result is not None and name == "image.png":
-            data = job.result.image.encoded
+        elif job.result is not None:
+            output, result = outputs[name], job.result
+            mime = output.mime
+            if output.kind == "text":
+                data = result.texts.get(output.name)
+            else:
+                field = result.images if output.kind == "image" else result.files
+                data = field[output.name].encoded if output.name in field else None
         if data is None:
             return error_response(grpc.StatusCode.NOT_FOUND, f"job {job.id} has no {name} (state {pb.JobState.Name(job.state)})")
-        return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=FILES[name])
+        return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=mime)
 
     # --- KServe v2 REST ----------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
-"""Jobs: the server's queue of long operations, their event logs, results and retention.
+"""Jobs: the server's queue of operations, their event logs, results and retention.
 
-A job is queued here and handed to the sidecar when it has a free slot. Every event is
+Every op runs as a job, whichever RPC started it. A sidecar op (torch optimisation) is
+queued here and handed to the sidecar when it has a free slot; an engine op (feed-forward
+models) runs in this process, on the model pool and its batchers, in a worker thread. Every event is
 kept in the job's log (previews only for the newest one, they are large), so a client that
 disconnects can re-attach with ``WatchJob`` and get the whole story, then the live events.
 When the sidecar dies, the jobs it was running fail with ``UNAVAILABLE`` and a message
@@ -18,10 +20,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf.message import Message
-
+from impasto.runtime.api import convert, legacy
 from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.errors import NotFound, ResourceExhausted, code_of, message_of
+from impasto.runtime.ops.registry import OpSpec, RunContext
+from impasto.runtime.ops.request import run_op
 from impasto.runtime.server.supervisor import Sidecar
 
 log = logging.getLogger(__name__)
@@ -29,11 +33,15 @@ log = logging.getLogger(__name__)
 TERMINAL = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
 
 
-class JobsFull(Exception):
+class JobsFull(ResourceExhausted):
     """More jobs than the server accepts at once (queued + running)."""
 
 
-class UnknownJob(KeyError):
+class _Stopped(Exception):
+    """Raised in an engine job's thread at its next progress report once the job is cancelled."""
+
+
+class UnknownJob(NotFound):
     def __str__(self) -> str:
         return f"no job with id '{self.args[0]}' (finished jobs are kept for a limited time)"
 
@@ -41,8 +49,9 @@ class UnknownJob(KeyError):
 @dataclass
 class JobRecord:
     id: str
-    op: str
-    request: Message  # PaintRequest, TextureRequest or StylizeRequest (the op's)
+    spec: OpSpec
+    request: pb.OpRequest
+    legacy: bool = False  # started with a typed RPC (Paint, ...): its final event carries the typed result
     state: int = pb.QUEUED
     created: float = field(default_factory=time.time)
     started: float = 0.0
@@ -50,13 +59,13 @@ class JobRecord:
     events: list[pb.JobEvent] = field(default_factory=list)
     watchers: set[asyncio.Queue] = field(default_factory=set)
     progress: pb.Progress | None = None
-    result: pb.PaintResult | pb.ImageResult | None = None
+    result: pb.OpResult | None = None
     error: pb.JobError | None = None
     cancel_requested: bool = False
     task: asyncio.Task | None = None
 
     def to_proto(self, ttl: float) -> pb.Job:
-        job = pb.Job(id=self.id, op=self.op, state=self.state, created=self.created, started=self.started,
+        job = pb.Job(id=self.id, op=self.spec.name, state=self.state, created=self.created, started=self.started,
                      finished=self.finished, has_result=self.result is not None)
         if self.progress is not None:
             job.progress.CopyFrom(self.progress)
@@ -69,9 +78,12 @@ class JobRecord:
 
 
 class JobManager:
-    def __init__(self, sidecar: Sidecar, *, max_jobs: int = 16, result_ttl: float = 3600.0, max_side: int = 16384,
-                 preview_interval_ms: int = 1000, progress_interval_ms: int = 100):
+    def __init__(self, sidecar: Sidecar, *, models=None, max_jobs: int = 16, result_ttl: float = 3600.0,
+                 max_side: int = 16384, preview_interval_ms: int = 1000, progress_interval_ms: int = 100,
+                 engine_slots: int = 4):
         self.sidecar = sidecar
+        self.models = models  # the ModelPool engine ops infer on
+        self.engine_slots = asyncio.Semaphore(engine_slots)
         self.max_jobs = max_jobs
         self.result_ttl = result_ttl
         self.max_side = max_side
@@ -105,12 +117,18 @@ class JobManager:
 
     # --- the API ---------------------------------------------------------------------------
 
-    def submit(self, op: str, request: Message) -> JobRecord:
+    def submit(self, spec: OpSpec, request: pb.OpRequest, legacy: bool = False) -> JobRecord:
+        """Queue a checked request (sidecar ops) or start it at once (engine ops)."""
         active = len(self.queue) + len(self.running)
         if active >= self.max_jobs:
             raise JobsFull(f"the server already has {active} jobs queued or running (limit {self.max_jobs}); retry later")
-        job = JobRecord(id=uuid.uuid4().hex, op=op, request=request)
+        job = JobRecord(id=uuid.uuid4().hex, spec=spec, request=request, legacy=legacy)
         self.jobs[job.id] = job
+        if spec.runs_in == "engine":
+            self.running.add(job.id)
+            self._append(job, queued=pb.Queued(position=0))
+            job.task = asyncio.create_task(self._run_engine(job), name=f"job-{job.id}")
+            return job
         self.queue.append(job.id)
         self._append(job, queued=pb.Queued(position=len(self.queue)))
         self._wake.set()
@@ -128,6 +146,8 @@ class JobManager:
             self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
         elif job.state == pb.RUNNING and not job.cancel_requested:
             job.cancel_requested = True
+            if job.spec.runs_in == "engine":
+                return job  # its thread checks the flag at its next progress report, or when it ends
             try:
                 await self.sidecar.stub.Cancel(spb.CancelRequest(job_id=job.id), timeout=5)
             except grpc.aio.AioRpcError as e:  # the sidecar is gone: the job ends with it
@@ -139,11 +159,14 @@ class JobManager:
         job = self.get(job_id)
         queue: asyncio.Queue = asyncio.Queue()
         job.watchers.add(queue)
+        seen = 0  # the seq of the last event yielded: events are never skipped, never repeated
         try:
-            for event in list(job.events):
+            for event in list(job.events):  # events appended meanwhile are in the queue too
                 yield event
-            seen = job.events[-1].seq if job.events else 0
+                seen = event.seq
             if job.state in TERMINAL:
+                for event in job.events[seen:]:
+                    yield event
                 return
             while True:
                 event = await queue.get()
@@ -169,6 +192,13 @@ class JobManager:
             q.put_nowait(event)
         return event
 
+    def _succeed(self, job: JobRecord, result: pb.OpResult) -> None:
+        """The final event: the generic result, or for a typed RPC's job the typed result it expects."""
+        job.result = result
+        job.request = pb.OpRequest(op=job.request.op)  # the inputs are not needed any more
+        self._finish(job, pb.SUCCEEDED, **(legacy.result_event(job.spec.name, result) if job.legacy
+                                           else {"op_result": result}))
+
     def _finish(self, job: JobRecord, state: int, **kind) -> None:
         job.state = state
         job.finished = time.time()
@@ -193,10 +223,9 @@ class JobManager:
 
     async def _run(self, job: JobRecord) -> None:
         generation = self.sidecar.generation
-        request = spb.RunRequest(job_id=job.id, max_side=self.max_side,
+        request = spb.RunRequest(job_id=job.id, request=job.request, max_side=self.max_side,
                                  preview_interval_ms=max(job.request.preview_interval_ms, self.preview_interval_ms),
                                  progress_interval_ms=self.progress_interval_ms)
-        getattr(request, job.op).CopyFrom(job.request)
         try:
             async for event in self.sidecar.stub.Run(request):
                 kind = event.WhichOneof("event")
@@ -206,12 +235,8 @@ class JobManager:
                 elif kind == "progress":
                     job.progress = event.progress
                     self._append(job, progress=event.progress)
-                elif kind == "result":
-                    job.result = event.result
-                    self._finish(job, pb.SUCCEEDED, result=event.result)
-                elif kind == "image_result":
-                    job.result = event.image_result
-                    self._finish(job, pb.SUCCEEDED, image_result=event.image_result)
+                elif kind == "op_result":
+                    self._succeed(job, event.op_result)
                 elif kind == "error":
                     job.error = event.error
                     self._finish(job, pb.FAILED, error=event.error)
@@ -230,6 +255,42 @@ class JobManager:
             message = await self._why_lost(generation, e)
             job.error = pb.JobError(code="UNAVAILABLE", message=message)
             self._finish(job, pb.FAILED, error=job.error)
+
+    async def _run_engine(self, job: JobRecord) -> None:
+        """An engine op in a worker thread of this process; its models infer through the pool's batchers."""
+        loop = asyncio.get_running_loop()
+
+        def infer(model: str, arrays: dict) -> dict:
+            return asyncio.run_coroutine_threadsafe(self.models.get(model).infer(arrays), loop).result()
+
+        def progress(level, levels, step, total, loss, preview) -> None:
+            if job.cancel_requested:
+                raise _Stopped()
+            msg = pb.Progress(level=level, levels=levels, step=step, total=total, loss=loss)
+            loop.call_soon_threadsafe(lambda: job.state == pb.RUNNING and self._append(job, progress=msg))
+
+        async with self.engine_slots:
+            if job.state in TERMINAL:
+                return
+            job.state, job.started = pb.RUNNING, time.time()
+            self._append(job, started=pb.Started(worker=f"engine/{job.spec.name}"))
+            ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress)
+            try:
+                outcome = await loop.run_in_executor(None, run_op, job.spec, convert.op_request(job.request), ctx)
+            except _Stopped:
+                self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
+                return
+            except Exception as e:
+                code = code_of(e) or "INTERNAL"
+                if code == "INTERNAL":
+                    log.exception("engine job %s failed", job.id)
+                job.error = pb.JobError(code=code, message=message_of(e))
+                self._finish(job, pb.FAILED, error=job.error)
+                return
+            if job.cancel_requested:
+                self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
+            else:
+                self._succeed(job, convert.op_result(job.spec, outcome))
 
     async def _why_lost(self, generation: int, error: Exception) -> str:
         process = self.sidecar.process

@@ -16,7 +16,7 @@ from tritonclient.grpc import service_pb2 as kpb
 from tritonclient.grpc import service_pb2_grpc
 
 from impasto.runtime.api.convert import WireError
-from impasto.runtime.server.errors import status_of
+from impasto.runtime.errors import code_of, message_of
 from impasto.runtime.server.models import ModelPool
 from impasto.runtime.server.studio import version
 
@@ -68,8 +68,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.last_inference: dict[str, int] = {}
 
     async def _fail(self, context, error: Exception):
-        code = status_of(error) or grpc.StatusCode.INTERNAL
-        await context.abort(code, str(error))
+        await context.abort(grpc.StatusCode[code_of(error) or "INTERNAL"], message_of(error))
 
     async def ServerLive(self, request, context):
         return kpb.ServerLiveResponse(live=True)

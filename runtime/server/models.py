@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from impasto.runtime.errors import NotFound
 from impasto.export.repository import RepositoryError, RepositoryModel, list_models, read_model
 from impasto.runtime.backends import load_backend
 from impasto.runtime.backends.base import Backend
@@ -16,7 +17,7 @@ from impasto.runtime.server.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
-class ModelNotFound(KeyError):
+class ModelNotFound(NotFound):
     def __str__(self) -> str:
         return str(self.args[0])
 

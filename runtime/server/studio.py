@@ -1,4 +1,4 @@
-"""The ``impasto.v1.Studio`` service: capabilities, paint/texture/stylize jobs, render, job control.
+"""The ``impasto.v1.Studio`` service: capabilities, op jobs (Run and its typed aliases), render, job control.
 
 The servicer's methods hold the logic once; the gRPC handlers below and the HTTP/JSON
 routes (``http.py``) both call them, so the two transports cannot drift apart.
@@ -12,16 +12,18 @@ from importlib import metadata
 
 import grpc
 
-from impasto.runtime.api import convert
+from impasto.runtime.api import convert, legacy
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api import studio_pb2_grpc
 from impasto.runtime.backends import available_backends
+from impasto.runtime.errors import code_of, message_of
 from impasto.runtime.formats.strokes import strokes_from_json
 from impasto.runtime.images import resize
 from impasto.runtime.ops.paint import MAX_STROKES
-from impasto.runtime.ops.paint_job import PaintRequestError, output_size, parse_colour
-from impasto.runtime.server.errors import status_of
-from impasto.runtime.server.jobs import JobManager
+from impasto.runtime.ops.paint_op import output_size, parse_colour
+from impasto.runtime.ops.registry import OpSpec, RunContext, get_op, list_ops
+from impasto.runtime.ops.request import prepare
+from impasto.runtime.server.jobs import JobManager, JobRecord
 from impasto.runtime.server.models import ModelPool
 from impasto.train.brushes import BRUSHES, get_brush, render_strokes
 
@@ -48,20 +50,13 @@ class Studio:
 
     def capabilities(self) -> pb.CapabilitiesReply:
         reply = pb.CapabilitiesReply(version=version())
-        reply.ops.add(name="paint", description="re-make an image as brush strokes (Stylized Neural Painting); a job",
-                      options=convert.paint_option_infos())
-        reply.ops.add(name="render", description="render saved strokes (impasto.strokes JSON) at any size",
+        reply.ops.extend(convert.op_info(get_op(name)) for name in list_ops())
+        reply.ops.add(name="render", help="render saved strokes (impasto.strokes JSON) at any size",
+                      description="the synchronous Render RPC (POST /v1/render): no job",
                       options=[pb.OptionInfo(name="size", type="int", default="0", min=0, max=self.max_side,
                                              help="longer side, px (0: the painting's own size)"),
                                pb.OptionInfo(name="canvas", type="string", default="",
                                              help="override the background: black, white or #rrggbb")])
-        reply.ops.add(name="texture", description="grow a texture of any size from an exemplar (histogram losses); a job",
-                      options=convert.synthesis_option_infos([
-                          pb.OptionInfo(name="width", type="int", default=str(convert.DEFAULT_TEXTURE_SIDE), min=1, max=self.max_side, help="output width, px"),
-                          pb.OptionInfo(name="height", type="int", default=str(convert.DEFAULT_TEXTURE_SIDE), min=1, max=self.max_side, help="output height, px"),
-                          pb.OptionInfo(name="tileable", type="bool", default="False", help="wrap around seamlessly")]))
-        reply.ops.add(name="stylize", description="restyle an image after another, optionally region by region; a job",
-                      options=convert.synthesis_option_infos())
         for name in BRUSHES:
             reply.brushes.add(name=name, fields=list(get_brush(name).schema.fields))
         for name, m in sorted(self.models.models.items()):
@@ -74,18 +69,26 @@ class Studio:
                                         max_message_bytes=self.max_message_bytes, result_ttl_seconds=self.jobs.result_ttl))
         return reply
 
-    async def submit_paint(self, request: pb.PaintRequest):
-        """Check the request (raises WireError; pixels are decoded only in the sidecar), then queue it."""
-        await asyncio.get_running_loop().run_in_executor(None, convert.check_paint, request, self.max_side)
-        return self.jobs.submit("paint", request)
+    async def submit(self, request: pb.OpRequest, legacy: bool = False) -> JobRecord:
+        """Check the request against its op's definition, then queue it as a job.
 
-    async def submit_texture(self, request: pb.TextureRequest):
-        await asyncio.get_running_loop().run_in_executor(None, convert.check_texture, request, self.max_side)
-        return self.jobs.submit("texture", request)
+        Images are measured from their headers here; pixels are decoded only where the op
+        runs (the sidecar for torch ops). Raises the taxonomy's InvalidArgument / NotFound.
+        """
+        spec = get_op(request.op)
+        await asyncio.get_running_loop().run_in_executor(None, self._check, spec, request)
+        return self.jobs.submit(spec, request, legacy)
 
-    async def submit_stylize(self, request: pb.StylizeRequest):
-        await asyncio.get_running_loop().run_in_executor(None, convert.check_stylize, request, self.max_side)
-        return self.jobs.submit("stylize", request)
+    def _check(self, spec: OpSpec, request: pb.OpRequest) -> None:
+        prepare(spec, convert.op_request(request), RunContext(max_side=self.max_side))
+        missing = [m for m in spec.models if m not in self.models.models]
+        if missing:
+            raise convert.WireError(f"op '{spec.name}' needs model '{missing[0]}', which this server does not serve "
+                                    "(export it into the model repository: `impasto export`)")
+
+    async def submit_typed(self, op: str, request) -> JobRecord:
+        """A Paint/Texture/Stylize request: the same job as Run, answered with the typed result."""
+        return await self.submit(legacy.to_op_request(op, request), legacy=True)
 
     async def render(self, request: pb.RenderRequest) -> pb.RenderReply:
         return await asyncio.get_running_loop().run_in_executor(None, self._render, request)
@@ -103,10 +106,7 @@ class Studio:
                                     f"{MAX_RENDER_PIXELS / 1e6:.0f} (render larger prints locally with `impasto render`)")
         background = sf.background
         if request.canvas:
-            try:
-                background = parse_colour(request.canvas, "canvas")
-            except PaintRequestError as e:
-                raise convert.WireError(str(e)) from None
+            background = parse_colour(request.canvas, "canvas")
         if request.HasField("canvas_image"):
             background = resize(convert.image_to_tensor(request.canvas_image, "canvas_image", self.max_side), h, w)
         canvas = render_strokes(get_brush(sf.brush), sf.strokes, h, w, background)
@@ -124,11 +124,11 @@ class Studio:
 
 
 async def _abort(context, error: Exception):
-    code = status_of(error)
+    code = code_of(error)
     if code is None:
         log.exception("internal error", exc_info=error)
-        await context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
-    await context.abort(code, str(error))
+        await context.abort(grpc.StatusCode.INTERNAL, message_of(error))
+    await context.abort(grpc.StatusCode[code], message_of(error))
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
@@ -140,24 +140,28 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def Capabilities(self, request, context):
         return self.studio.capabilities()
 
-    async def _job(self, submit, request, context):
+    async def _job(self, submit, context):
         try:
-            job = await submit(request)
+            job = await submit
         except Exception as e:
             await _abort(context, e)
         async for event in self.studio.jobs.watch(job.id):
             yield event
 
+    async def Run(self, request, context):
+        async for event in self._job(self.studio.submit(request), context):
+            yield event
+
     async def Paint(self, request, context):
-        async for event in self._job(self.studio.submit_paint, request, context):
+        async for event in self._job(self.studio.submit_typed("paint", request), context):
             yield event
 
     async def Texture(self, request, context):
-        async for event in self._job(self.studio.submit_texture, request, context):
+        async for event in self._job(self.studio.submit_typed("texture", request), context):
             yield event
 
     async def Stylize(self, request, context):
-        async for event in self._job(self.studio.submit_stylize, request, context):
+        async for event in self._job(self.studio.submit_typed("stylize", request), context):
             yield event
 
     async def WatchJob(self, request, context):

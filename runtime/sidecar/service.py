@@ -1,4 +1,7 @@
-"""The sidecar's gRPC service: run jobs (paint, texture, stylize) in worker threads, stream their events, cancel them.
+"""The sidecar's gRPC service: run op jobs in worker threads, stream their events, cancel them.
+
+Any op whose definition says ``runs_in="sidecar"`` runs here through the same request path
+as the CLI (:func:`impasto.runtime.ops.request.run_op`); nothing here is op-specific.
 
 Each job runs in a thread (torch releases the GIL in its kernels); events cross to the
 asyncio loop through a queue. Progress events are throttled (``progress_interval_ms``) and
@@ -23,11 +26,9 @@ from impasto.runtime.api import convert
 from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import sidecar_pb2_grpc
 from impasto.runtime.api import studio_pb2 as pb
-from impasto.runtime.ops.paint_job import run_paint_job
-from impasto.runtime.ops.stylize import stylize
-from impasto.runtime.ops.synthesis import SynthesisInputError
-from impasto.runtime.ops.texture import texture
-from impasto.train.models.vgg import VGGWeightsMissing
+from impasto.runtime.errors import code_of, message_of
+from impasto.runtime.ops.registry import RunContext, get_op
+from impasto.runtime.ops.request import run_op
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
         self.semaphore = asyncio.Semaphore(self.slots)
         self.flags: dict[str, threading.Event] = {}
         self.running = 0
+        self.cache: dict = {}  # per-process state ops keep between jobs (feature networks)
 
     async def Status(self, request, context) -> spb.StatusReply:
         return spb.StatusReply(pid=os.getpid(), device=self.device, slots=self.slots, running=self.running)
@@ -56,8 +58,8 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
         return spb.CancelReply(found=flag is not None)
 
     async def Run(self, request: spb.RunRequest, context):
-        if request.WhichOneof("op") not in ("paint", "texture", "stylize"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RunRequest.op must be paint, texture or stylize")
+        if not request.HasField("request"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RunRequest.request is missing")
         flag = self.flags.setdefault(request.job_id, threading.Event())
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -104,36 +106,22 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
             emit(progress=msg)
 
         try:
-            op = request.WhichOneof("op")
-            if op == "paint":
-                job = convert.paint_job(request.paint, max_side, self.device, self.vgg_weights)
-                outcome = run_paint_job(job, max_side, lambda p: on_progress(p.level, p.levels, p.step, p.total, p.loss, p.canvas))
-                final = {"result": convert.paint_result(outcome)}
-            else:
-                start = time.perf_counter()
-                image = self._synthesis(op, request, max_side, lambda p: on_progress(p.scale, p.scales, p.step, p.total, p.loss, p.image))
-                final = {"image_result": convert.image_result(image, time.perf_counter() - start)}
+            spec = get_op(request.request.op)
+            ctx = RunContext(device=self.device, max_side=max_side, vgg_weights=self.vgg_weights, progress=on_progress,
+                             cache=self.cache)
+            outcome = run_op(spec, convert.op_request(request.request), ctx)
             if flag.is_set():
                 raise JobCancelled()
-            emit(**final)
+            emit(op_result=convert.op_result(spec, outcome))
         except JobCancelled:
             emit(cancelled=pb.Cancelled())
-        except (convert.WireError, SynthesisInputError) as e:
-            emit(error=pb.JobError(code="INVALID_ARGUMENT", message=str(e)))
-        except VGGWeightsMissing as e:
-            emit(error=pb.JobError(code="FAILED_PRECONDITION", message=str(e)))
         except torch.OutOfMemoryError as e:
             emit(error=pb.JobError(code="RESOURCE_EXHAUSTED", message=f"out of memory on {self.device}: {e}"))
-        except Exception as e:  # a bug or a broken environment: report it, keep serving
-            log.exception("job %s failed", request.job_id)
-            emit(error=pb.JobError(code="INTERNAL", message=f"{type(e).__name__}: {e}"))
-
-    def _synthesis(self, op: str, request: spb.RunRequest, max_side: int, progress) -> torch.Tensor:
-        if op == "texture":
-            exemplar, size, options = convert.texture_inputs(request.texture, max_side, self.device, self.vgg_weights)
-            return texture(exemplar, size, options, max_side=max_side, progress=progress)
-        content, style, labels, options = convert.stylize_inputs(request.stylize, max_side, self.device, self.vgg_weights)
-        return stylize(content, style, options, progress=progress, **labels)
+        except Exception as e:
+            code = code_of(e)
+            if code is None:  # a bug or a broken environment: report it, keep serving
+                log.exception("job %s failed", request.job_id)
+            emit(error=pb.JobError(code=code or "INTERNAL", message=message_of(e)))
 
 
 async def serve(listen: str, service: SidecarService, max_message_bytes: int = 256 << 20) -> None:

@@ -3,6 +3,11 @@
 Data is generated on the fly; a fixed, seeded held-out set (which the reference code does not
 have: it only tracks training accuracy) measures PSNR of foreground and alpha. Checkpoints
 carry model, optimiser, schedule and history, so a run resumes exactly where it stopped.
+
+The run is declared once as :data:`TRAINER` (registered as ``renderer``): its options are the
+user-facing fields of :class:`TrainConfig`, from which ``impasto train renderer`` is made.
+Device, seeding, checkpoints and the learning-rate schedule come from
+:mod:`impasto.train.loops.common`.
 """
 
 from __future__ import annotations
@@ -11,45 +16,130 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from impasto.train.data.strokes import StrokeBatch, training_batch, validation_set
-from impasto.train.models.renderer import SIZE, DualPathwayFeatureMapRenderer, DualPathwayRenderer, RendererConfig, StrokeRenderer, build_renderer
+from impasto.train.loops.common import (
+    cosine_lr,
+    load_checkpoint,
+    resolve_device,
+    restore,
+    save_checkpoint,
+    seed_everything,
+    set_lr,
+)
+from impasto.train.loops.registry import Trainer, register_trainer
+from impasto.train.models.renderer import ARCHITECTURES, SIZE, DualPathwayFeatureMapRenderer, DualPathwayRenderer, RendererConfig, StrokeRenderer, build_renderer
 from impasto.train.models.weights_io import save_renderer
+from impasto.train.options import OptionError, option
+
+__all__ = [
+    "SCHEDULE_SIZES",
+    "TRAINER",
+    "Evaluation",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "parse_schedule",
+    "psnr_from_mse",
+    "resolve_device",  # re-exported from common until runtime/ imports it from there
+    "run",
+    "train_renderer",
+]
 
 log = logging.getLogger(__name__)
+
+SCHEDULE_SIZES = (16, 32, 64, 128)  # resolutions a flexible renderer can be trained at
+DEFAULT_SCHEDULE = "32:0.6,64:0.3,128:0.1"
+
+
+def _brush_names() -> tuple[str, ...]:
+    from impasto.train.brushes import BRUSHES
+
+    return tuple(BRUSHES)
+
+
+def _arch_names() -> tuple[str, ...]:
+    return tuple(ARCHITECTURES)
+
+
+@lru_cache(maxsize=64)
+def parse_schedule(text: str) -> tuple[tuple[int, float], ...]:
+    """``"32:0.6,64:0.3,128:0.1"`` -> ((32, 0.6), (64, 0.3), (128, 0.1)), checked.
+
+    Sizes are 16, 32, 64 or 128; fractions of the run's steps are positive and sum to at most
+    1 (steps left over train at 128). :class:`OptionError` names ``schedule`` otherwise.
+    """
+    try:
+        pairs = tuple((int(size), float(frac)) for size, frac in (item.split(":") for item in text.split(",")))
+    except ValueError:
+        raise OptionError(f"schedule '{text}' must look like {DEFAULT_SCHEDULE}") from None
+    if any(size not in SCHEDULE_SIZES or not 0 < frac <= 1 for size, frac in pairs) or sum(f for _, f in pairs) > 1 + 1e-9:
+        raise OptionError(
+            f"schedule '{text}': sizes must be {', '.join(map(str, SCHEDULE_SIZES[:-1]))} or {SCHEDULE_SIZES[-1]} "
+            "and fractions positive, summing to at most 1"
+        )
+    return pairs
+
+
+def _schedule_text(pairs: Iterable[tuple[int, float]]) -> str:
+    return ",".join(f"{int(size)}:{float(frac)!r}" for size, frac in pairs)
 
 
 @dataclass
 class TrainConfig:
-    """One renderer training run."""
+    """One renderer training run.
 
-    brush: str
-    arch: str = "dual"
-    steps: int = 20_000
-    batch: int = 32
-    lr: float = 1e-3
-    min_lr: float = 2e-5  # cosine decay from lr to min_lr over the run
-    val_every: int = 500
-    val_size: int = 512
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/renderer"
-    threads: int | None = None
-    # coarse to fine: (resolution, fraction of steps); batches grow as resolution shrinks.
+    The fields made with :func:`option` are what users set (``impasto train renderer --steps``,
+    a TOML or JSON config); ``min_lr`` is a tuning constant. ``brush`` defaults to ``oil``, the
+    default brush of ``impasto paint``, so that every option has a usable default.
+    """
+
+    brush: str = option("oil", "brush whose engine the renderer learns to imitate", choices=_brush_names)
+    arch: str = option("dual", "renderer architecture (dual draws at any size; the others at 128 only)", choices=_arch_names)
+    steps: int = option(20_000, "optimiser steps", min=1)
+    batch: int = option(32, "strokes per step at 128 x 128 (more at coarser schedule sizes)", min=1)
+    lr: float = option(1e-3, "peak learning rate, cosine-decayed over the run", min=1e-9, max=1.0)
+    val_every: int = option(500, "validate and checkpoint every N steps", min=1)
+    val_size: int = option(512, "held-out strokes for validation", min=1)
+    seed: int = option(0, "seed of the training data and the initial weights", min=0)
+    # coarse to fine: SIZE:FRACTION of the steps; batches grow as resolution shrinks.
     # Only renderers that draw at any size use it; the others train at 128 throughout.
-    schedule: tuple[tuple[int, float], ...] = ((32, 0.6), (64, 0.3), (128, 0.1))
+    schedule: str = option(
+        DEFAULT_SCHEDULE,
+        "coarse-to-fine resolutions as SIZE:FRACTION of the steps (sizes 16, 32, 64, 128; fractions summing "
+        "to at most 1); renderers that draw only at 128 ignore it",
+    )
+    out: str = option("", "run folder; re-running with the same folder resumes (default runs/renderer-ARCH-BRUSH)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    threads: int = option(0, "CPU threads for torch (0: torch's default)", min=0)
+    min_lr: float = 2e-5  # cosine decay from lr to min_lr over the run
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, str):  # the parsed form, as callers wrote it before it was an option
+            self.schedule = _schedule_text(self.schedule)
+        parse_schedule(self.schedule)  # OptionError now, not after the first checkpoint
+
+    def schedule_pairs(self) -> tuple[tuple[int, float], ...]:
+        """The schedule as (resolution, fraction of steps) pairs."""
+        return parse_schedule(self.schedule)
+
+    def run_folder(self) -> Path:
+        """Where checkpoint, history and weights go: ``out``, or runs/renderer-ARCH-BRUSH."""
+        return Path(self.out or f"runs/renderer-{self.arch}-{self.brush}")
 
     def resolution_at(self, step: int, flexible: bool) -> int:
         if not flexible:
             return SIZE
         edge = 0.0
-        for size, fraction in self.schedule:
+        for size, fraction in self.schedule_pairs():
             edge += fraction * self.steps
             if step < edge:
                 return size
@@ -83,15 +173,6 @@ class TrainResult:
         return self.history[-1]
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available here")
-    return torch.device(device)
-
-
 def psnr_from_mse(mse: float) -> float:
     """PSNR in dB for values in [0, 1]."""
     return 10 * math.log10(1.0 / max(mse, 1e-12))
@@ -112,41 +193,34 @@ def evaluate(model: StrokeRenderer, data: StrokeBatch, step: int = 0, chunk: int
     return Evaluation(step, mse_fg + mse_a, psnr_from_mse(mse_fg), psnr_from_mse(mse_a))
 
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    progress = min(step / max(cfg.steps, 1), 1.0)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
 def train_renderer(
     cfg: TrainConfig,
     *,
     on_eval: Callable[[Evaluation], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train (or resume) a renderer; writes ``checkpoint.pt``, ``history.json`` and safetensors to ``cfg.out``."""
+    """Train (or resume) a renderer; writes ``checkpoint.pt``, ``history.json`` and safetensors to the run folder."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    out = Path(cfg.out)
+    out = cfg.run_folder()
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
 
-    torch.manual_seed(cfg.seed)  # the initial weights, so that a run is reproducible from its config
+    seed_everything(cfg.seed)  # the initial weights, so that a run is reproducible from its config
     model = build_renderer(RendererConfig(cfg.brush, cfg.arch)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     result = TrainResult(cfg)
     start = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    if ckpt is not None:
         saved = ckpt["config"]
         if (saved["brush"], saved["arch"]) != (cfg.brush, cfg.arch):
             raise ValueError(
                 f"{ckpt_path} holds a {saved['arch']} renderer for '{saved['brush']}', "
                 f"not {cfg.arch} for '{cfg.brush}': choose another --out"
             )
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start = int(ckpt["step"])
+        start = restore(ckpt, model, opt)
         result.history = [Evaluation(**e) for e in ckpt["history"]]
         log.info("resumed %s from step %d", ckpt_path, start)
 
@@ -160,8 +234,7 @@ def train_renderer(
     model.train()
     flexible = isinstance(model, DualPathwayRenderer) and not isinstance(model, DualPathwayFeatureMapRenderer)
     for step in range(start, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, step)
+        set_lr(opt, cosine_lr(step, cfg.steps, cfg.lr, cfg.min_lr))
         size = cfg.resolution_at(step, flexible)
         batch = training_batch(cfg.brush, cfg.batch_at(size), cfg.seed, step, size=size, device=device)
         fg, alpha = model(batch.params, size)
@@ -174,7 +247,8 @@ def train_renderer(
             ev = evaluate(model, val, done)
             ev.seconds = time.perf_counter() - t0
             result.history.append(ev)
-            _save_checkpoint(ckpt_path, model, opt, done, cfg, result.history)
+            save_checkpoint(ckpt_path, model=model, optimizer=opt, step=done, config=asdict(cfg),
+                            history=[asdict(e) for e in result.history])
             if on_eval:
                 on_eval(ev)
             if bar is not None:
@@ -194,16 +268,27 @@ def train_renderer(
     return result
 
 
-def _save_checkpoint(path: Path, model, opt, step: int, cfg: TrainConfig, history: list[Evaluation]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "config": asdict(cfg),
-            "history": [asdict(e) for e in history],
-        },
-        tmp,
-    )
-    tmp.replace(path)
+def run(cfg: TrainConfig, show_progress: bool) -> dict[str, Any]:
+    """The registry's entry point: train, then the summary that ``impasto train`` prints (or ``--json``)."""
+    result = train_renderer(cfg, progress=show_progress)
+    final = result.final
+    return {
+        "weights": str(result.weights),
+        "steps": final.step,
+        "psnr_fg": round(final.psnr_fg, 3),
+        "psnr_alpha": round(final.psnr_alpha, 3),
+        "psnr": round(final.psnr, 3),
+    }
+
+
+TRAINER = Trainer(
+    name="renderer",
+    help="train a neural stroke renderer against the exact brush engine",
+    description="Generates strokes on the fly with the brush engine, validates on a fixed held-out set "
+    "(PSNR of foreground and alpha), saves a resumable checkpoint.pt and renderer_BRUSH.safetensors in --out. "
+    "Re-running with the same --out resumes.",
+    config=TrainConfig,
+    run=run,
+)
+
+register_trainer(TRAINER)

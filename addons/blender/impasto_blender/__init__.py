@@ -1,20 +1,31 @@
-"""impasto for Blender: paint, restyle or grow image textures through an impasto server.
+"""impasto for Blender: run the operations an impasto server offers on Blender images.
 
-Layers: the panels and operators here (UI), ``jobs.py`` (requests off the main thread,
-results back by a timer), ``images.py`` (Blender images to and from the wire), and
-``impasto_http.py`` (the standard-library HTTP client, copied in by addons/build.py).
+The add-on knows no operation by name. **Connect** reads the server's Capabilities; the
+panel lists the ops that run as jobs and draws the chosen op's form from its schema
+(``forms.py``); **Run** (:class:`IMPASTO_OT_run`) sends ``client.run(op, images, options,
+outputs)`` and puts each output where its ``place`` says: ``layer`` -> a new image (or the
+source image, in place), ``texture`` -> a new image and, on request, a material on the
+active object, text outputs asked for -> a Text datablock, file outputs asked for -> a file
+beside the .blend. A new server-side op appears here with no add-on release.
+
+Layers: the panels and operators here (UI), ``forms.py`` (Capabilities -> properties),
+``jobs.py`` (requests off the main thread, results back by a timer), ``images.py``
+(Blender images to and from the wire), and ``impasto_http.py`` (the standard-library HTTP
+client, copied in by addons/build.py).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
 
-from . import images, jobs
+from . import forms, images, jobs
 from .impasto_http import ImpastoClient
-
-_capabilities: dict = {}
-DEFAULT_BRUSHES = ("oil", "marker", "watercolor", "tape")
 
 
 def prefs():
@@ -26,13 +37,38 @@ def client() -> ImpastoClient:
     return ImpastoClient(p.server.strip(), p.token.strip() or None)
 
 
-def offered(op: str) -> bool:
-    return not _capabilities or op in {o["name"] for o in _capabilities.get("ops", [])}
+_parsed: list = ["", {}]  # the last Capabilities JSON parsed: [text, dict]
 
 
-def _brush_items(self, context):
-    names = [b["name"] for b in _capabilities.get("brushes", [])] or list(DEFAULT_BRUSHES)
-    return [(n, n, f"paint with the {n} brush") for n in names]
+def capabilities(settings) -> dict:
+    """The Capabilities of the last Connect (kept in the scene as JSON, so a saved .blend keeps its form)."""
+    text = settings.capabilities
+    if text != _parsed[0]:
+        try:
+            caps = json.loads(text) if text else {}
+        except ValueError:
+            caps = {}
+        _parsed[:] = [text, caps if isinstance(caps, dict) else {}]
+    return _parsed[1]
+
+
+_op_items_cache: dict[str, list] = {}  # Blender keeps no reference to an items callback's strings
+
+
+def _op_items(self, context):
+    text = self.capabilities
+    items = _op_items_cache.get(text)
+    if items is None:
+        items = [(o["name"], forms.label(o["name"]), o.get("help") or o.get("description", ""))
+                 for o in forms.job_ops(capabilities(self))]
+        _op_items_cache.clear()
+        _op_items_cache[text] = items
+    return items
+
+
+def _op_changed(self, context):
+    if self.op and self.op != self.form_op:
+        forms.build(self, forms.op_info(capabilities(self), self.op))
 
 
 class ImpastoPreferences(bpy.types.AddonPreferences):
@@ -51,22 +87,16 @@ class ImpastoSettings(bpy.types.PropertyGroup):
     message: StringProperty(default="")
     progress: FloatProperty(name="Progress", subtype="PERCENTAGE", min=0, max=100, default=0)
     running: BoolProperty(default=False)
-    brush: EnumProperty(name="Brush", items=_brush_items)
-    strokes: IntProperty(name="Strokes", default=500, min=1, max=20000)
-    levels: IntProperty(name="Detail levels", default=5, min=1, max=16)
-    in_place: BoolProperty(name="In place", default=False, description="Replace the image's pixels instead of making a new image")
-    exemplar: PointerProperty(name="Exemplar", type=bpy.types.Image, description="The texture sample to grow from")
-    style: PointerProperty(name="Style", type=bpy.types.Image, description="The image whose style to take")
-    width: IntProperty(name="Width", default=512, min=64, max=16384)
-    height: IntProperty(name="Height", default=512, min=64, max=16384)
-    tileable: BoolProperty(name="Tileable", default=True)
-    make_material: BoolProperty(name="Material on active object", default=False)
-    loss: EnumProperty(name="Loss", items=[("histogram", "Histogram", "Gram + histogram losses (stable)"),
-                                          ("gram", "Gram", "Gram matrices only"),
-                                          ("sliced", "Sliced Wasserstein", "full feature distributions")])
-    iterations: IntProperty(name="Iterations", default=100, min=1, max=10000, description="optimisation steps per scale")
-    features: EnumProperty(name="Features", items=[("vgg19", "VGG-19", "ImageNet weights (the server needs them)"),
-                                                  ("random", "Random", "a weak stand-in that needs no weights")])
+    capabilities: StringProperty(default="", options={"HIDDEN"}, description="the server's Capabilities (JSON)")
+    op: EnumProperty(name="Operation", items=_op_items, update=_op_changed, description="what the server should do")
+    form_op: StringProperty(default="", description="the op the form below was built for")
+    options: CollectionProperty(type=forms.ImpastoOption)
+    images: CollectionProperty(type=forms.ImpastoSlot)
+    outputs: CollectionProperty(type=forms.ImpastoOutput)
+    in_place: BoolProperty(name="In place", default=False,
+                           description="Put the result into the source image's pixels instead of a new image")
+    make_material: BoolProperty(name="Material on active object", default=False,
+                                description="Hook a new texture into a new material on the active object")
 
 
 class _Launcher(bpy.types.Operator):
@@ -87,125 +117,103 @@ class _Launcher(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class _JobOperator(_Launcher):
-    """An operator working on an image: the Image Editor's, or ``image_name``."""
+class IMPASTO_OT_connect(_Launcher):
+    bl_idname = "impasto.connect"
+    bl_label = "Connect"
+    bl_description = "Ask the server what it offers: its operations and their options"
 
-    image_name: StringProperty(default="", options={"HIDDEN", "SKIP_SAVE"}, description="the image to use (default: the Image Editor's)")
+    def execute(self, context):
+        def apply(caps: dict) -> str:
+            s = bpy.context.scene.impasto
+            s.capabilities = json.dumps(caps)
+            names = [o["name"] for o in forms.job_ops(caps)]
+            target = s.form_op if s.form_op in names else (names[0] if names else "")
+            if target:
+                s.op = target
+            forms.build(s, forms.op_info(caps, target), keep=True)
+            s.status = f"connected: impasto {caps.get('version', '?')} on {', '.join(caps.get('devices', [])) or '?'}"
+            return f"connected: {', '.join(names) or 'no operations'}"
 
-    def image(self, context) -> bpy.types.Image | None:
+        def fail(message: str) -> None:
+            bpy.context.scene.impasto.status = "not connected"
+
+        if self.busy():
+            return {"CANCELLED"}
+        context.scene.impasto.status = "connecting..."
+        jobs.start(jobs.Job("connect", client(), lambda c: c.capabilities(), apply, fail), wait=self.wait)
+        return {"FINISHED"}
+
+
+@dataclass
+class Delivery:
+    """What a finished job needs to put its outputs in place (gathered on the main thread at launch)."""
+
+    op: str
+    source: str  # the main slot's image name ("" without one): names results, takes in-place results
+    outputs: list[tuple[str, str, str, str, bool]]  # (name, kind, place, filename, asked for)
+    in_place: bool = False
+    make_material: bool = False
+    obj: str = ""  # the active object at launch (for the material)
+    made: list[str] = field(default_factory=list)
+
+
+class IMPASTO_OT_run(_Launcher):
+    bl_idname = "impasto.run"
+    bl_label = "Run"
+    bl_description = "Run the chosen operation on the server with the options above"
+
+    image_name: StringProperty(default="", options={"HIDDEN", "SKIP_SAVE"},
+                               description="the image for the op's main slot (default: the slot's, else the Image Editor's)")
+
+    @classmethod
+    def description(cls, context, properties):
+        s = context.scene.impasto
+        info = forms.op_info(capabilities(s), s.form_op)
+        return (info.get("help") or info.get("description") or cls.bl_description) if info else "Connect first"
+
+    def editor_image(self, context) -> bpy.types.Image | None:
         if self.image_name:
             return bpy.data.images.get(self.image_name)
         space = getattr(context, "space_data", None)
         return getattr(space, "image", None) if space is not None and space.type == "IMAGE_EDITOR" else None
 
-
-class IMPASTO_OT_connect(_Launcher):
-    bl_idname = "impasto.connect"
-    bl_label = "Connect"
-    bl_description = "Ask the server what it offers"
-
     def execute(self, context):
-        def apply(caps: dict) -> str:
-            _capabilities.clear()
-            _capabilities.update(caps)
-            context.scene.impasto.status = f"connected: impasto {caps.get('version', '?')} on {', '.join(caps.get('devices', []))}"
-            return "connected"
-
+        s = context.scene.impasto
+        info = forms.op_info(capabilities(s), s.form_op)
+        if info is None:
+            self.report({"ERROR"}, "press Connect first: the server lists its operations")
+            return {"CANCELLED"}
         if self.busy():
             return {"CANCELLED"}
-        context.scene.impasto.status = "connecting..."
-
-        def fail(message: str) -> None:
-            context.scene.impasto.status = "not connected"
-
-        jobs.start(jobs.Job("connect", client(), lambda c: c.capabilities(), apply, fail), wait=self.wait)
-        return {"FINISHED"}
-
-
-class IMPASTO_OT_paint_image(_JobOperator):
-    bl_idname = "impasto.paint_image"
-    bl_label = "Paint image"
-    bl_description = "Re-make the image as brush strokes (as a new image, or in place)"
-
-    def execute(self, context):
-        image = self.image(context)
-        if image is None:
-            self.report({"ERROR"}, "open an image in the Image Editor first")
-            return {"CANCELLED"}
-        s = context.scene.impasto
-        try:
-            raw = images.raw_image(image)
-        except ValueError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        options = {"brush": s.brush, "strokes": s.strokes, "levels": s.levels, "size": max(image.size)}
-        style = images.raw_image(s.style) if s.style is not None else None
-        name, in_place = image.name, s.in_place
-
-        def apply(result: dict) -> str:
-            where = _deliver(context, result["image"], name, in_place, f"{name} (impasto {options['brush']})")
-            return f"painted {where} ({result.get('strokes', '?')} strokes)"
-
-        return self.launch(context, jobs.Job("paint", client(), lambda c: c.paint_events(raw, options, style=style), apply))
-
-
-class IMPASTO_OT_synthesize_texture(_JobOperator):
-    bl_idname = "impasto.synthesize_texture"
-    bl_label = "Synthesize texture"
-    bl_description = "Grow a (tileable) texture of the chosen size from the exemplar image"
-
-    def execute(self, context):
-        s = context.scene.impasto
-        exemplar = s.exemplar or self.image(context)
-        if exemplar is None:
-            self.report({"ERROR"}, "choose an exemplar image")
-            return {"CANCELLED"}
-        try:
-            raw = images.raw_image(exemplar)
-        except ValueError as e:
-            self.report({"ERROR"}, str(e))
-            return {"CANCELLED"}
-        width, height, tileable, make_material = s.width, s.height, s.tileable, s.make_material
-        options = {"loss": s.loss, "iterations": s.iterations, "features": s.features}
-        label = f"{exemplar.name} texture"
-
-        def apply(result: dict) -> str:
-            new = images.load_png(result["image"], label)
-            _show(context, new)
-            obj = context.view_layer.objects.active if context.view_layer else None
-            if make_material and obj is not None and hasattr(obj.data, "materials"):
-                material = images.material_with(new, label)
-                obj.data.materials.append(material)
-                obj.active_material_index = len(obj.data.materials) - 1
-                return f"made '{new.name}' and material '{material.name}' on '{obj.name}'"
-            return f"made '{new.name}' ({new.size[0]}x{new.size[1]})"
-
-        return self.launch(context, jobs.Job(
-            "texture", client(), lambda c: c.texture_events(raw, width, height, tileable=tileable, options=options), apply))
-
-
-class IMPASTO_OT_stylize_image(_JobOperator):
-    bl_idname = "impasto.stylize_image"
-    bl_label = "Stylize image"
-    bl_description = "Restyle the image after the style image"
-
-    @classmethod
-    def poll(cls, context):
-        return offered("stylize")
-
-    def execute(self, context):
-        image, s = self.image(context), context.scene.impasto
-        if image is None or s.style is None:
-            self.report({"ERROR"}, "open an image and choose a style image")
-            return {"CANCELLED"}
-        content, style = images.raw_image(image), images.raw_image(s.style)
-        options = {"loss": s.loss, "iterations": s.iterations, "features": s.features}
-        name, in_place = image.name, s.in_place
-
-        def apply(result: dict) -> str:
-            return f"restyled {_deliver(context, result['image'], name, in_place, f'{name} (impasto style)')}"
-
-        return self.launch(context, jobs.Job("stylize", client(), lambda c: c.stylize_events(content, style, options=options), apply))
+        op, primary = info["name"], forms.primary_slot(info)
+        sent, chosen = {}, {}
+        for slot in s.images:
+            image = slot.image
+            if slot.name == primary and (self.image_name or image is None):
+                image = self.editor_image(context)
+            if image is None:
+                if slot.required:
+                    where = " (or open one in the Image Editor)" if slot.name == primary else ""
+                    self.report({"ERROR"}, f"{op}: choose an image for '{forms.label(slot.name)}'{where}")
+                    return {"CANCELLED"}
+                continue
+            try:
+                sent[slot.name] = images.raw_image(image)
+            except ValueError as e:
+                self.report({"ERROR"}, str(e))
+                return {"CANCELLED"}
+            chosen[slot.name] = image
+        source = chosen.get(primary) or next(iter(chosen.values()), None)
+        options = forms.values(s)
+        wanted = [o.name for o in s.outputs if o.on_request and o.wanted]
+        active = context.view_layer.objects.active if context.view_layer else None
+        delivery = Delivery(op, source.name if source else "",
+                            [(o.name, o.kind, o.place, o.filename, o.on_request and o.wanted)
+                             for o in s.outputs if not o.on_request or o.wanted],
+                            in_place=s.in_place and primary in chosen, make_material=s.make_material,
+                            obj=active.name if active else "")
+        return self.launch(context, jobs.Job(op, client(), lambda c: c.run_events(op, sent, options, wanted),
+                                             lambda result: deliver(result, delivery)))
 
 
 class IMPASTO_OT_cancel(bpy.types.Operator):
@@ -221,21 +229,53 @@ class IMPASTO_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _deliver(context, png: bytes, name: str, in_place: bool, new_name: str) -> str:
-    """Put a result into image ``name`` (in place) or a new image; says where, for the message."""
-    target = bpy.data.images.get(name)
-    if in_place and target is not None:
-        images.replace_pixels(target, png)
-        return f"'{name}' in place"
-    new = images.load_png(png, new_name)
-    _show(context, new)
-    return f"'{new.name}'"
+def deliver(result: dict, d: Delivery) -> str:
+    """Put each output of a finished job where its ``place`` says (main thread); returns the message."""
+    stem = d.source or d.op
+    first_image = True
+    for name, kind, place, filename, asked in d.outputs:
+        if kind == "image" and name in result.get("images", {}):
+            png = result["images"][name]
+            title = f"{stem} (impasto {d.op})" if first_image else f"{stem} (impasto {d.op} {name})"
+            first_image = False
+            target = bpy.data.images.get(d.source) if d.source else None
+            if place == "layer" and d.in_place and target is not None:
+                images.replace_pixels(target, png)
+                d.made.append(f"'{target.name}' in place")
+                continue
+            new = images.load_png(png, title)
+            _show(new, d.source)
+            d.made.append(f"'{new.name}'")
+            if place == "texture" and d.make_material:
+                obj = bpy.data.objects.get(d.obj) if d.obj else None
+                if obj is not None and hasattr(obj.data, "materials"):
+                    material = images.material_with(new, new.name)
+                    obj.data.materials.append(material)
+                    obj.active_material_index = len(obj.data.materials) - 1
+                    d.made.append(f"material '{material.name}' on '{obj.name}'")
+        elif kind == "text" and asked and name in result.get("texts", {}):
+            text = bpy.data.texts.new(f"{stem} {filename or name}")
+            text.write(result["texts"][name])
+            d.made.append(f"text '{text.name}'")
+        elif kind == "file" and asked and name in result.get("files", {}):
+            folder = bpy.path.abspath("//") if bpy.data.filepath else tempfile.gettempdir()
+            path = os.path.join(folder, f"{bpy.path.clean_name(stem)}-{filename or name}")
+            with open(path, "wb") as f:
+                f.write(result["files"][name])
+            d.made.append(f"file {path}")
+    numbers = ", ".join(f"{k} {v:g}" for k, v in result.get("numbers", {}).items())
+    return f"{d.op}: {'; '.join(d.made) or 'done'}" + (f" ({numbers})" if numbers else "")
 
 
-def _show(context, image: bpy.types.Image) -> None:
-    space = getattr(context, "space_data", None)
-    if space is not None and space.type == "IMAGE_EDITOR":
-        space.image = image
+def _show(image: bpy.types.Image, source: str) -> None:
+    """Image Editors that show the source image (or none) show the new image."""
+    wm = getattr(bpy.context, "window_manager", None)
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                space = area.spaces.active
+                if space.image is None or space.image.name == source:
+                    space.image = image
 
 
 class IMPASTO_PT_image(bpy.types.Panel):
@@ -263,38 +303,26 @@ class IMPASTO_PT_shader(bpy.types.Panel):
 
 
 def draw_panel(layout, context, texture_only: bool = False) -> None:
+    """Connect, the op chooser, the chosen op's form, Run; ``texture_only``: ops that make textures."""
     s = context.scene.impasto
-    p = prefs()
     box = layout.box()
-    box.prop(p, "server", text="")
+    box.prop(prefs(), "server", text="")
     row = box.row()
     row.operator("impasto.connect")
     row.label(text=s.status)
-    if not texture_only:
-        col = layout.column(align=True)
-        col.label(text="Paint")
-        col.prop(s, "brush")
-        col.prop(s, "strokes")
-        col.prop(s, "levels")
-        col.prop(s, "in_place")
-        col.operator("impasto.paint_image", icon="BRUSH_DATA")
-    col = layout.column(align=True)
-    col.label(text="Texture")
-    col.prop(s, "exemplar")
-    row = col.row(align=True)
-    row.prop(s, "width")
-    row.prop(s, "height")
-    col.prop(s, "tileable")
-    col.prop(s, "make_material")
-    col.prop(s, "loss")
-    col.prop(s, "iterations")
-    col.prop(s, "features")
-    col.operator("impasto.synthesize_texture", icon="TEXTURE")
-    if not texture_only and offered("stylize"):
-        col = layout.column(align=True)
-        col.label(text="Stylize")
-        col.prop(s, "style")
-        col.operator("impasto.stylize_image", icon="SHADING_TEXTURE")
+    caps = capabilities(s)
+    ops = forms.texture_ops(caps) if texture_only else forms.job_ops(caps)
+    if not ops:
+        layout.label(text="Connect to list the server's operations" if not caps else "The server offers no operations here")
+    elif texture_only:
+        row = layout.row(align=True)
+        for info in ops:
+            row.prop_enum(s, "op", info["name"])
+    else:
+        layout.prop(s, "op")
+    info = forms.op_info(caps, s.form_op)
+    if info is not None and info in ops:
+        draw_form(layout, s, info)
     if s.running:
         layout.prop(s, "progress", slider=True)
         layout.operator("impasto.cancel", icon="CANCEL")
@@ -302,8 +330,30 @@ def draw_panel(layout, context, texture_only: bool = False) -> None:
         layout.label(text=s.message)
 
 
-CLASSES = (ImpastoPreferences, ImpastoSettings, IMPASTO_OT_connect, IMPASTO_OT_paint_image, IMPASTO_OT_synthesize_texture,
-           IMPASTO_OT_stylize_image, IMPASTO_OT_cancel, IMPASTO_PT_image, IMPASTO_PT_shader)
+def draw_form(layout, s, info: dict) -> None:
+    """The chosen op's form, from the collections ``forms.build`` filled: images, options, outputs."""
+    col = layout.column(align=True)
+    if info.get("help"):
+        col.label(text=info["help"])
+    for slot in s.images:
+        col.prop(slot, "image", text=forms.label(slot.name) + ("" if slot.required else " (optional)"))
+    col = layout.column(align=True)
+    for option in s.options:
+        col.prop(option, option.value_prop(), text=forms.label(option.name))
+    col = layout.column(align=True)
+    for out in s.outputs:
+        if out.on_request:
+            col.prop(out, "wanted", text=f"Also {forms.label(out.name)}")
+    places = {o.place for o in s.outputs if o.kind == "image"}
+    if "layer" in places and forms.primary_slot(info):
+        col.prop(s, "in_place")
+    if "texture" in places:
+        col.prop(s, "make_material")
+    layout.operator("impasto.run", text=f"Run {forms.label(info['name'])}", icon="PLAY")
+
+
+CLASSES = (*forms.CLASSES, ImpastoPreferences, ImpastoSettings, IMPASTO_OT_connect, IMPASTO_OT_run, IMPASTO_OT_cancel,
+           IMPASTO_PT_image, IMPASTO_PT_shader)
 
 
 def register() -> None:
@@ -318,3 +368,6 @@ def unregister() -> None:
     del bpy.types.Scene.impasto
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)
+    _op_items_cache.clear()
+    forms._choice_items_cache.clear()
+    _parsed[:] = ["", {}]

@@ -62,11 +62,16 @@ def load_png(png: bytes, name: str) -> bpy.types.Image:
 
 
 def replace_pixels(target: bpy.types.Image, png: bytes) -> None:
-    """Write a PNG result into ``target`` in place (sizes must match), in the target's colour space."""
+    """Write a PNG result into ``target`` in place, in the target's colour space.
+
+    A result of another size (an op whose output size is an option) is scaled to the target's.
+    """
     result = load_png(png, "impasto result")
     try:
         if tuple(result.size) != tuple(target.size):
-            raise ValueError(f"the result is {result.size[0]}x{result.size[1]}, '{target.name}' is {target.size[0]}x{target.size[1]}")
+            if 0 in tuple(target.size):
+                raise ValueError(f"image '{target.name}' has no pixels")
+            result.scale(*target.size)
         values = pixels(result)
         if is_linear(target):
             values[..., :3] = srgb_to_linear(values[..., :3])

@@ -1,55 +1,35 @@
-"""The impasto docker: server, operation, options, Run/Cancel, progress; results as new layers."""
+"""The impasto docker: server, operation, its form, Run/Cancel, progress; results as new layers.
+
+The operations and their forms come from the server's Capabilities (see ``forms.py``):
+nothing here knows any operation, so an op the server adds shows up with its form.
+"""
 
 from __future__ import annotations
+
+import time
 
 from krita import DockWidget, Krita
 from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
+    QScrollArea,
+    QStackedWidget,
+    QVBoxLayout,
     QWidget,
 )
 
 from . import document
+from .forms import OpForm, job_ops, snake_keys
 from .impasto_http import ImpastoClient
 from .jobs import CallThread, JobThread
 
 SETTINGS = "impasto"
-
-
-class StyleCombo(QComboBox):
-    """'none', 'image file...', then the document's paint layers, refreshed each time it opens."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.addItem("none")
-        self.addItem("image file...")
-        self.layers = []
-
-    def showPopup(self) -> None:
-        self.refresh()
-        super().showPopup()
-
-    def refresh(self) -> None:
-        current = self.currentIndex()
-        while self.count() > 2:
-            self.removeItem(2)
-        self.layers = document.paint_layers(Krita.instance().activeDocument())
-        for layer in self.layers:
-            self.addItem(f"layer: {layer.name()}")
-        self.setCurrentIndex(min(current, self.count() - 1))
-
-    def layer(self):
-        i = self.currentIndex() - 2
-        return self.layers[i] if 0 <= i < len(self.layers) else None
 
 
 def setting(key: str, default: str) -> str:
@@ -62,10 +42,12 @@ class ImpastoDocker(DockWidget):
         self.setWindowTitle("impasto")
         self.capabilities = None
         self.thread = None
-        self.inputs = None
-        self.source = None
+        self.job = None  # the running job's forms.Request
+        self.forms: dict[str, OpForm] = {}
         root = QWidget(self)
-        form = QFormLayout(root)
+        outer = QVBoxLayout(root)
+        top = QFormLayout()
+        outer.addLayout(top)
 
         self.url = QLineEdit(setting("url", "http://127.0.0.1:8000"))
         self.token = QLineEdit(setting("token", ""))
@@ -75,41 +57,25 @@ class ImpastoDocker(DockWidget):
         connect.clicked.connect(self.connect_server)
         self.status = QLabel("not connected")
         self.status.setWordWrap(True)
-        form.addRow("Server", self.url)
-        form.addRow("Token", self.token)
-        form.addRow(connect, self.status)
-
+        top.addRow("Server", self.url)
+        top.addRow("Token", self.token)
+        top.addRow(connect, self.status)
         self.op = QComboBox()
-        self.op.currentTextChanged.connect(self.update_options)
-        form.addRow("Operation", self.op)
-        self.brush = QComboBox()
-        self.brush.addItems(["oil", "marker", "watercolor", "tape"])
-        self.strokes = QSpinBox()
-        self.strokes.setRange(1, 20000)
-        self.strokes.setValue(500)
-        self.levels = QSpinBox()
-        self.levels.setRange(1, 16)
-        self.levels.setValue(5)
-        self.loss = QComboBox()
-        self.loss.addItems(["histogram", "gram", "sliced"])
-        form.addRow("Brush", self.brush)
-        form.addRow("Strokes", self.strokes)
-        form.addRow("Detail levels", self.levels)
-        form.addRow("Loss", self.loss)
+        self.op.setToolTip("the operations this server offers (Connect to list them)")
+        self.op.currentIndexChanged.connect(self.show_form)
+        top.addRow("Operation", self.op)
 
-        style_row = QHBoxLayout()
-        self.style = StyleCombo()
-        self.style_path = ""
-        pick = QPushButton("...")
-        pick.clicked.connect(self.pick_style_file)
-        style_row.addWidget(self.style)
-        style_row.addWidget(pick)
-        form.addRow("Style", style_row)
-        self.selection_only = QCheckBox("Selection only")
-        self.vector = QCheckBox("Strokes as a vector layer too")
-        form.addRow(self.selection_only)
-        form.addRow(self.vector)
+        self.stack = QStackedWidget()  # one form per op: values survive switching between ops
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # the form narrows with the docker
+        scroll.setMinimumHeight(240)
+        scroll.setWidget(self.stack)
+        outer.addWidget(scroll, 1)
 
+        bottom = QFormLayout()
+        outer.addLayout(bottom)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -118,15 +84,14 @@ class ImpastoDocker(DockWidget):
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        form.addRow(buttons)
+        bottom.addRow(buttons)
         self.progress = QProgressBar()
         self.message = QLabel("")
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        form.addRow(self.progress)
-        form.addRow(self.message)
+        bottom.addRow(self.progress)
+        bottom.addRow(self.message)
         self.setWidget(root)
-        self.update_options(self.op.currentText())
 
     # --- server ---------------------------------------------------------------------------
 
@@ -144,76 +109,69 @@ class ImpastoDocker(DockWidget):
         self._call = call
 
     def connected(self, capabilities: dict) -> None:
-        self.capabilities = capabilities
-        ops = [op["name"] for op in capabilities.get("ops", []) if op["name"] in ("paint", "stylize")]
+        """Build one form per op the server runs as a job (keeping the chosen op if it is still there)."""
+        self.capabilities = capabilities = snake_keys(capabilities)
+        chosen = self.op.currentText()
+        self.op.blockSignals(True)
         self.op.clear()
-        self.op.addItems(ops)
-        brushes = [b["name"] for b in capabilities.get("brushes", [])]
-        if brushes:
-            self.brush.clear()
-            self.brush.addItems(brushes)
+        for form in self.forms.values():
+            self.stack.removeWidget(form)
+            form.deleteLater()
+        self.forms = {}
+        for info in job_ops(capabilities):
+            form = self.forms[info["name"]] = OpForm(info)
+            self.stack.addWidget(form)
+            self.op.addItem(info["name"])
+            self.op.setItemData(self.op.count() - 1, info.get("help", ""), Qt.ToolTipRole)
+        self.op.blockSignals(False)
+        self.choose_op(chosen if chosen in self.forms else self.op.itemText(0))
         devices = ", ".join(capabilities.get("devices", []))
         self.status.setText(f"connected: impasto {capabilities.get('version', '?')} on {devices}")
 
-    def update_options(self, op: str) -> None:
-        paint = op in ("paint", "")
-        for widget in (self.brush, self.strokes, self.levels, self.vector):
-            widget.setEnabled(paint)
-        self.loss.setEnabled(not paint)
+    # --- the form ---------------------------------------------------------------------------
 
-    def pick_style_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Style image", "", "Images (*.png *.jpg *.jpeg *.webp)")
-        if path:
-            self.style_path = path
-            self.style.setCurrentIndex(1)
-            self.style.setItemText(1, path.rsplit("/", 1)[-1])
+    @property
+    def form(self) -> OpForm | None:
+        """The chosen op's form: ``docker.form.set("strokes", 300)``."""
+        return self.forms.get(self.op.currentText())
+
+    def ops(self) -> list[str]:
+        return [self.op.itemText(i) for i in range(self.op.count())]
+
+    def choose_op(self, name: str) -> OpForm:
+        if name not in self.forms:
+            raise KeyError(f"the server offers no op '{name}' (it has {', '.join(self.forms) or 'none'})")
+        self.op.setCurrentIndex(self.op.findText(name))
+        self.show_form()
+        return self.forms[name]
+
+    def show_form(self, *_) -> None:
+        form = self.form
+        if form is not None:
+            self.stack.setCurrentWidget(form)
 
     # --- a job ----------------------------------------------------------------------------
 
-    def options(self) -> dict:
-        if self.op.currentText() == "stylize":
-            return {"loss": self.loss.currentText()}
-        return {"brush": self.brush.currentText(), "strokes": self.strokes.value(), "levels": self.levels.value()}
-
     def run(self) -> None:
+        form = self.form
+        if form is None:
+            self.message.setText("press Connect first: the operations come from the server")
+            return
         doc = Krita.instance().activeDocument()
         try:
-            self.source = doc.activeNode() if doc is not None else None
-            self.inputs = document.read_layer(doc, self.source, self.selection_only.isChecked())
+            request = form.request(doc, doc.activeNode() if doc is not None else None)
         except document.UnsupportedDocument as e:
             self.message.setText(str(e))
             return
-        op = self.op.currentText() or "paint"
-        options = self.options()
-        style = None
-        if self.style.currentIndex() == 1 and self.style_path:
-            with open(self.style_path, "rb") as f:
-                style = f.read()
-        elif self.style.layer() is not None:
-            style = document.layer_image(doc, self.style.layer())
-        inputs, want_svg = self.inputs, self.vector.isChecked()
-        if op == "stylize":
-            if style is None:
-                self.message.setText("stylize needs a style image: pick a file or a layer")
-                return
-
-            def start(client):
-                return client.stylize_events(inputs.image(), style, options=options)
-        else:
-            options["size"] = max(inputs.width, inputs.height)
-
-            def start(client):
-                return client.paint_events(inputs.image(), options, mask=inputs.mask_image(), style=style, svg=want_svg)
-
-        self.doc, self.job_op, self.job_options = doc, op, options
-        self.thread = JobThread(self.client(), start, self)
+        self.doc, self.job, self.started = doc, request, time.monotonic()
+        self.thread = JobThread(self.client(), request.start, self)
         self.thread.event.connect(self.on_event)
         self.thread.result.connect(self.on_result)
         self.thread.failed.connect(self.on_failed)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.message.setText(f"{op}: sent")
+        self.message.setText(f"{request.op}: sent")
         self.thread.start()
 
     def cancel(self) -> None:
@@ -236,21 +194,31 @@ class ImpastoDocker(DockWidget):
                 self._show_preview(preview["ref"])
 
     def _show_preview(self, ref: str) -> None:
+        """Show a preview; if the result arrives while it is being written (the projection's
+        refresh runs a nested event loop), the preview layer is taken away again."""
+        job = self.job
         try:
             png = self.client().fetch(ref)
-            document.update_preview_layer(self.doc, self.source, self.inputs, png)
+            if self.job is not job or self.thread is None:
+                return  # the job ended meanwhile
+            document.update_preview_layer(self.doc, job.source, job.inputs, png)
+            if self.job is not job or self.thread is None:
+                document.remove_preview_layer(self.doc)
         except Exception as e:  # a preview is a nicety: report, go on
             self.message.setText(f"running (preview failed: {e})")
 
     def on_result(self, result: dict) -> None:
+        job = self.job
         try:
             document.remove_preview_layer(self.doc)
-            name = document.layer_name(self.job_op, self.job_options)
-            document.add_result_layer(self.doc, self.source, self.inputs, result["image"], name)
-            if self.job_op == "paint" and self.vector.isChecked() and result.get("svg"):
-                document.add_vector_layer(self.doc, self.source, result["svg"], name + " strokes")
+            added = job.place(self.doc, result)
             self.progress.setValue(self.progress.maximum())
-            self.message.setText(f"done: layer '{name}' ({float(result.get('seconds', 0)):.0f} s)")
+            seconds = time.monotonic() - self.started
+            if added:
+                more = "".join(f", '{a}'" for a in added[1:])
+                self.message.setText(f"done: layer '{added[0]}'{more} ({seconds:.0f} s)")
+            else:
+                self.message.setText(f"done, but the result has nothing to put in the document ({seconds:.0f} s)")
         except document.UnsupportedDocument as e:
             self.message.setText(str(e))
         except Exception as e:  # never leave the docker showing "running" over a half-written result

@@ -66,8 +66,14 @@ def read_layer(doc, node, selection_only: bool) -> LayerInputs:
     return LayerInputs(w, h, pixels, mask)
 
 
+def document_inputs(doc) -> LayerInputs:
+    """The document's size and nothing else, for an op that takes no layer (results still land here)."""
+    check_document(doc)
+    return LayerInputs(doc.width(), doc.height(), b"", None)
+
+
 def paint_layers(doc) -> list:
-    """The document's paint layers, top to bottom (candidates for a style image)."""
+    """The document's paint layers, top to bottom (candidates for an op's other images)."""
     found = []
 
     def walk(node):
@@ -137,8 +143,11 @@ def _add_above(doc, source, layer):
 
 
 def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
-    """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged)."""
-    pixels = _result_pixels(inputs, png)
+    """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged).
+
+    A result of another size than the document (its size option set by hand) is scaled to fit.
+    """
+    pixels = _result_pixels(inputs, png, scale=True)
     layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
     layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
     doc.refreshProjection()
@@ -171,10 +180,57 @@ def add_vector_layer(doc, source, svg: str, name: str):
     return layer
 
 
-def layer_name(op: str, options: dict) -> str:
-    """A result layer's name from the op and its key options, e.g. 'impasto paint (oil, 500 strokes)'."""
-    if op == "paint":
-        return f"impasto paint ({options.get('brush', 'oil')}, {options.get('strokes', 500)} strokes)"
-    if op == "texture":
-        return f"impasto texture ({options.get('loss', 'histogram')})"
-    return f"impasto {op} ({options.get('loss', 'histogram')})"
+def add_image_layer(doc, source, png: bytes, name: str):
+    """A new paint layer above ``source`` holding an image at its own size, from the top left (a texture)."""
+    image = QImage.fromData(QByteArray(png), "PNG")
+    if image.isNull():
+        raise UnsupportedDocument("the server's result is not a readable PNG")
+    w, h = image.width(), image.height()
+    layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
+    layer.setPixelData(decode_png(png, w, h), 0, 0, w, h)
+    doc.refreshProjection()
+    return layer
+
+
+def save_beside(doc, data: bytes, name: str) -> str | None:
+    """Write ``data`` next to the document's file as 'DOCUMENT NAME'; None for an unsaved document."""
+    path = doc.fileName() if doc is not None else ""
+    if not path:
+        return None
+    folder, _, base = path.replace("\\", "/").rpartition("/")
+    target = f"{folder}/{base.rsplit('.', 1)[0]} {name}" if folder else f"{base.rsplit('.', 1)[0]} {name}"
+    with open(target, "wb") as f:
+        f.write(data)
+    return target
+
+
+def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result: dict, name: str, wanted=()) -> list[str]:
+    """Put each output of a finished job where its ``place`` says (Capabilities' OutputInfo).
+
+    ``layer``: a new paint layer above the source, the document's size, the source unchanged
+    outside a selection; ``texture``: a new paint layer at the image's own size; ``vector``:
+    a vector layer of the SVG text; ``file``: saved next to the document when asked for
+    (an on-request output), else left out. The first layer gets ``name``, others
+    ``name`` and the output's name. Returns what was added, in order: layer names and paths.
+    """
+    added = []
+    for out in outputs:
+        out_name, kind, place = out["name"], out.get("kind", "image"), out.get("place", "layer")
+        if out.get("on_request") and out_name not in wanted:
+            continue
+        value = result.get(kind + "s", {}).get(out_name)
+        if value is None:
+            continue
+        label = name if not added else f"{name} {out_name}"
+        if place == "layer" and kind == "image":
+            added.append(add_result_layer(doc, source, inputs, value, label).name())
+        elif place == "texture" and kind == "image":
+            added.append(add_image_layer(doc, source, value, label).name())
+        elif place == "vector" and kind == "text":
+            added.append(add_vector_layer(doc, source, value, f"{name} {out_name}").name())
+        elif place == "file" and out.get("on_request"):
+            data = value.encode() if isinstance(value, str) else value
+            saved = save_beside(doc, data, out.get("filename") or out_name)
+            if saved:
+                added.append(saved)
+    return added

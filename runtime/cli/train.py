@@ -1,0 +1,47 @@
+"""``impasto train FAMILY``: one subcommand per registered trainer, generated from its declaration.
+
+Each trainer in :mod:`impasto.train.loops.registry` names its config dataclass; its
+:func:`~impasto.train.options.option` fields become the flags (see :mod:`.flags`) and are
+checked by :func:`~impasto.train.options.read_options`, so a new model family is trainable
+from the command line without CLI code. The trainer's summary is printed as it comes:
+``key: value`` lines, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from impasto.runtime.cli import flags
+from impasto.train.options import options_of, read_options
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``impasto train`` and ``impasto train FAMILY`` for every registered trainer."""
+    from impasto.train.loops.registry import list_trainers
+
+    trainers = list_trainers()
+    t = sub.add_parser("train", help=f"train models ({', '.join(tr.name for tr in trainers)})",
+                       description="Train impasto's models: one subcommand per model family.")
+    tsub = t.add_subparsers(dest="family", metavar="FAMILY", required=True)
+    for trainer in trainers:
+        p = tsub.add_parser(trainer.name, help=trainer.help, description=trainer.description, allow_abbrev=False)
+        flags.add_option_flags(p, options_of(trainer.config), f"{trainer.name} options")
+        p.add_argument("--json", action="store_true", help="no progress bar; print the final summary as JSON")
+        p.set_defaults(func=run_training, trainer=trainer.name)
+
+
+def run_training(args: argparse.Namespace) -> int:
+    """Check the flags against the trainer's config, train, print its summary."""
+    from impasto.train.loops.registry import get_trainer
+
+    trainer = get_trainer(args.trainer)
+    specs = options_of(trainer.config)
+    config = read_options(trainer.config, flags.given_values(specs, args), label=flags.flag_labels(specs))
+    result = trainer.run(config, not args.json)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0

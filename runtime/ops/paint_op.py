@@ -1,0 +1,132 @@
+"""The ``paint`` op: a picture re-made as brush strokes (Stylized Neural Painting).
+
+This module is the op's one definition: its options (the painter's :class:`PaintOptions`
+plus the output size and canvas), its image slots, its outputs and its run function. The
+CLI, the server, the sidecar, batch and the add-ons all derive from it, so a painting for a
+given request and seed is the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from impasto.runtime.errors import InvalidArgument
+from impasto.runtime.formats.strokes import StrokeFile, save_strokes, strokes_from_json
+from impasto.runtime.images import resize
+from impasto.runtime.ops.paint import MAX_STROKES, PaintOptions, paint, starting_canvas
+from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op
+from impasto.train.options import option
+
+NAMED_COLOURS = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+
+
+class PaintRequestError(InvalidArgument):
+    """A paint request that cannot run; the message names the field and the limit."""
+
+
+def parse_colour(value: str, field: str = "canvas") -> tuple[float, float, float]:
+    """black | white | #rrggbb -> an RGB tuple in [0, 1]."""
+    if value in NAMED_COLOURS:
+        return NAMED_COLOURS[value]
+    hexdigits = "0123456789abcdefABCDEF"
+    if len(value) == 7 and value.startswith("#") and all(c in hexdigits for c in value[1:]):
+        return tuple(int(value[i : i + 2], 16) / 255 for i in (1, 3, 5))  # type: ignore[return-value]
+    raise PaintRequestError(f"{field} '{value}' is not a colour: use #rrggbb, black or white")
+
+
+def output_size(h: int, w: int, longer: int) -> tuple[int, int]:
+    """(H, W) with the longer side ``longer`` and the aspect of h x w."""
+    if h >= w:
+        return longer, max(1, round(w * longer / h))
+    return max(1, round(h * longer / w)), longer
+
+
+@dataclass
+class PaintJobOptions(PaintOptions):
+    """A painting request's options: the painter's, plus what to paint on and how large."""
+
+    size: int = option(512, "longer side of the output, px", min=1, max=16384)
+    canvas: str = option("black", "what to paint on: black (the reference's), white or #rrggbb; on the command line "
+                         "also an image file (the canvas_image slot)", or_image="canvas_image")
+
+
+def _check(options: PaintJobOptions, dims: dict[str, tuple[int, int]], max_side: int) -> None:
+    if options.size > max_side:
+        raise PaintRequestError(f"size must be between 1 and {max_side}, got {options.size}")
+    options.background = parse_colour(options.canvas, "canvas")
+    try:
+        options.validate()
+    except ValueError as e:
+        raise PaintRequestError(str(e)) from None
+
+
+def _save_strokes(text: str, path: str) -> None:
+    save_strokes(strokes_from_json(text, "strokes"), path)
+
+
+def _save_animation(gif: bytes, path: str) -> None:
+    from impasto.runtime.formats.animation import save_gif_as
+
+    save_gif_as(gif, Path(path))
+
+
+def _run(ctx: RunContext, images: dict[str, torch.Tensor], options: PaintJobOptions, wanted: set[str]) -> OpOutcome:
+    import json
+
+    from impasto.runtime.formats.animation import animation_gif
+    from impasto.runtime.formats.svg import strokes_to_svg
+
+    image, mask, canvas_image = images["image"], images.get("mask"), images.get("canvas_image")
+    h, w = image.shape[1:]
+    out_h, out_w = output_size(h, w, options.size)
+    background = options.background
+    start = starting_canvas(image, mask, canvas_image, background)
+    result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, style=images.get("style"),
+                   progress=lambda p: ctx.report(p.level, p.levels, p.step, p.total, p.loss, p.canvas))
+    strokes = StrokeFile(options.brush, result.strokes, out_w, out_h, background, result.levels)
+    values: dict = {"image": result.canvas, "strokes": json.dumps(strokes.to_dict(), separators=(",", ":"))}
+    if "svg" in wanted:
+        values["svg"] = strokes_to_svg(options.brush, result.strokes, out_w, out_h, background if start is None else None)
+    if "animation" in wanted:
+        bg = background if start is None else resize(start, out_h, out_w)
+        values["animation"] = animation_gif(options.brush, result.strokes, out_h, out_w, bg)
+    return OpOutcome(values, {"width": out_w, "height": out_h, "strokes": int(result.strokes.shape[0])})
+
+
+PAINT = register_op(OpSpec(
+    name="paint",
+    help="re-make an image as brush strokes (PNG, and optionally strokes JSON/npz, SVG, animation)",
+    description="Stylized Neural Painting's progressive stroke search: level m cuts the canvas into m x m patches; "
+    "strokes are added where the error is largest and optimised through a differentiable renderer. The final "
+    "picture is rendered from the strokes by the exact brush engine at --size.",
+    options=PaintJobOptions,
+    images=(
+        ImageSlot("image", "the picture to paint (PNG, JPEG, ...; on the command line also example:astronaut, "
+                  "coffee, chelsea or rocket)"),
+        ImageSlot("mask", "paint only where it is white (a selection); elsewhere the output is the image unchanged",
+                  role="mask", required=False, same_size_as="image"),
+        ImageSlot("style", "a style image: after each level, its strokes are restyled toward it (VGG-19 Gram "
+                  "matrices)", role="style", required=False),
+        ImageSlot("canvas_image", "paint on this picture instead of a plain colour", required=False,
+                  same_size_as="image"),
+    ),
+    outputs=(
+        Output("image", "image", "the painting, at options.size", "image.png"),
+        Output("strokes", "text", "the strokes (impasto.strokes v1 JSON, or numpy .npz; re-render with "
+               "`impasto render`)", "strokes.json", "application/json",
+               flags=(("--json", (".json",)), ("--npz", (".npz",))), place="file", save=_save_strokes),
+        Output("svg", "text", "the strokes as SVG vector elements", "strokes.svg", "image/svg+xml",
+               flags=(("--svg", (".svg",)),), on_request=True, place="vector"),
+        Output("animation", "file", "an animation of the painting being laid down (.gif; .mp4 with "
+               "imageio-ffmpeg)", "animation.gif", "image/gif", flags=(("--animate", (".gif", ".mp4")),),
+               on_request=True, place="file", save=_save_animation),
+    ),
+    run=_run,
+    check=_check,
+    internal=lambda ctx: {"device": ctx.device, "vgg_weights": ctx.vgg_weights},
+))
+
+__all__ = ["MAX_STROKES", "PAINT", "PaintJobOptions", "PaintRequestError", "output_size", "parse_colour"]

@@ -1,0 +1,197 @@
+"""The operation registry: each op is declared once, and every layer reads the declaration.
+
+An :class:`OpSpec` says what an operation takes and gives: its options (a dataclass whose
+user-facing fields are made with :func:`impasto.train.options.option`), its image slots,
+its outputs, where it runs (the torch **sidecar** for optimisation, the **engine** for
+feed-forward ONNX models), the models it needs, and its run function. The CLI
+(``impasto OP``, ``impasto client OP``), the server (the generic job RPC, ``/v1/ops/{op}``,
+Capabilities), the sidecar, the batch runner and the add-ons' forms all derive from it,
+like torchvision's ``get_model`` / ``list_models``:
+
+    from impasto.runtime.ops import get_op, list_ops
+    list_ops()                  # ['paint', 'stylize', 'texture']
+    spec = get_op("texture")    # options, images, outputs, runs_in, run
+
+Built-in ops live in the modules named in ``BUILTIN``; more come from the ``impasto.ops``
+entry-point group and from ``IMPASTO_OPS`` (comma-separated module names), each module
+calling :func:`register_op` when imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from impasto.runtime.errors import NotFound
+from impasto.train.options import OptionSpec, options_of
+
+log = logging.getLogger(__name__)
+
+BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize")
+ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints")
+KINDS = ("image", "text", "file")  # a tensor (sent as PNG), a string, bytes of a file
+PLACES = ("layer", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
+
+
+class UnknownOpError(NotFound):
+    """An op name nobody registered (the message lists the known ones)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """One image an op takes. Required slots are positional on the command line, in order."""
+
+    name: str
+    help: str
+    role: str = "image"  # how it is decoded: mask -> (1, H, W) grey; hints -> (4, H, W) RGBA; else (3, H, W)
+    required: bool = True
+    same_size_as: str | None = None  # another slot this one must match in size
+    together_with: str | None = None  # a slot that must be given with this one (label map pairs)
+    min_side: int = 1  # px, smaller images are refused
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"image slot '{self.name}': role must be one of {', '.join(ROLES)}")
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One thing an op returns.
+
+    ``filename`` names it wherever it becomes a file (HTTP job files, batch). ``flags`` are
+    the CLI options that write it, each with the suffixes it accepts (the main image is
+    ``-o``). ``on_request`` outputs cost extra and are made only when asked for.
+    ``place`` tells the add-ons where a result goes: a new ``layer`` (Krita) / image
+    (Blender), a ``texture`` (a Blender image that can feed a material), a ``vector``
+    layer (SVG), or a ``file`` to keep beside the document.
+    """
+
+    name: str
+    kind: str
+    help: str
+    filename: str
+    mime: str = "image/png"
+    flags: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    on_request: bool = False
+    place: str = "layer"
+    save: Callable[[Any, str], None] | None = None  # writer for local files by suffix (default: by kind)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or self.place not in PLACES:
+            raise ValueError(f"output '{self.name}': kind must be one of {KINDS}, place one of {PLACES}")
+
+
+@dataclass
+class RunContext:
+    """What a run function gets besides its inputs: where to run, progress, models, a cache.
+
+    ``progress(level, levels, step, total, loss, preview)`` may raise to stop the run
+    (cancellation); ``preview`` is a callable giving the current image. ``infer(model,
+    arrays)`` runs a feed-forward model on the engine (the server's batcher, or a local
+    backend). ``cache`` lives as long as the worker (a batch runner keeps feature networks there).
+    """
+
+    device: str = "cpu"
+    max_side: int = 16384
+    vgg_weights: str | None = None
+    progress: Callable[..., None] | None = None
+    infer: Callable[[str, dict], dict] | None = None
+    cache: dict = field(default_factory=dict)
+
+    def report(self, level: int, levels: int, step: int, total: int, loss: float, preview: Callable[[], Any]) -> None:
+        if self.progress is not None:
+            self.progress(level, levels, step, total, loss, preview)
+
+
+@dataclass
+class OpOutcome:
+    """A run's result: output values by name (tensor, str or bytes) and plain numbers."""
+
+    values: dict[str, Any]
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """The one definition of an operation."""
+
+    name: str
+    help: str  # one line (CLI listing, Capabilities)
+    description: str  # the longer text of `impasto OP --help`
+    options: type  # dataclass with option() fields
+    images: tuple[ImageSlot, ...]
+    outputs: tuple[Output, ...]
+    run: Callable[[RunContext, dict, Any, set[str]], OpOutcome]  # (ctx, images, options, wanted outputs)
+    runs_in: str = "sidecar"  # sidecar (torch optimisation) | engine (feed-forward ONNX models)
+    models: tuple[str, ...] = ()  # repository models an engine op needs
+    # op-specific rules beyond each option's range: (options, image sizes {slot: (H, W)}, max_side) -> None,
+    # raising an InvalidArgument error (see impasto.runtime.errors)
+    check: Callable[[Any, dict[str, tuple[int, int]], int], None] | None = None
+    internal: Callable[[RunContext], dict[str, Any]] | None = None  # option-dataclass fields set from the context
+
+    def __post_init__(self) -> None:
+        if self.runs_in not in ("sidecar", "engine"):
+            raise ValueError(f"op '{self.name}': runs_in must be 'sidecar' or 'engine'")
+        for what, names in (("image slot", [s.name for s in self.images]), ("output", [o.name for o in self.outputs])):
+            if len(set(names)) != len(names):
+                raise ValueError(f"op '{self.name}': {what} names must be unique")
+
+    def option_specs(self) -> list[OptionSpec]:
+        return options_of(self.options)
+
+    def slot(self, name: str) -> ImageSlot:
+        return next(s for s in self.images if s.name == name)
+
+    @property
+    def primary_output(self) -> Output:
+        return self.outputs[0]
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+_loaded = False
+
+
+def register_op(spec: OpSpec) -> OpSpec:
+    """Make ``spec`` available to every layer; re-registering a name replaces it."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load() -> None:
+    """Import the modules that register ops: built-ins, the ``impasto.ops`` entry points, ``IMPASTO_OPS``."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    modules = list(BUILTIN)
+    try:
+        modules += [ep.value for ep in metadata.entry_points(group="impasto.ops")]
+    except Exception:  # a broken installed plugin must not take the built-in ops down
+        log.exception("reading the impasto.ops entry points failed")
+    modules += [m.strip() for m in os.environ.get("IMPASTO_OPS", "").split(",") if m.strip()]
+    for module in modules:
+        importlib.import_module(module)
+
+
+def list_ops() -> list[str]:
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get_op(name: str) -> OpSpec:
+    _load()
+    if name not in _REGISTRY:
+        raise UnknownOpError(f"unknown op '{name}': this server has {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
