@@ -13,7 +13,8 @@ from PIL import Image
 
 def impasto(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "impasto.runtime.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+        [sys.executable, "-m", "impasto.runtime.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600,
+        check=False,
     )
 
 
@@ -252,7 +253,6 @@ def test_a_new_op_gets_its_command_from_its_definition(tmp_path, monkeypatch, ca
     from dataclasses import dataclass
 
     import torch
-
     from impasto.runtime import backends
     from impasto.runtime.cli import main
     from impasto.runtime.ops import registry

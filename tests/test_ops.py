@@ -28,15 +28,29 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "addons" / "common"))
 PLUGIN_ENV = {"IMPASTO_OPS": "ops_tint", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-os.environ["IMPASTO_OPS"] = "ops_tint"  # this process's registry loads the plugin too
 
 from impasto.runtime.api import studio_pb2 as pb  # noqa: E402
 from impasto.runtime.client import JobFailed, StudioClient  # noqa: E402
 from impasto.runtime.images import encode_png, load_image, resize  # noqa: E402
+from impasto.export import registry as export_registry  # noqa: E402
+from impasto.runtime.ops import registry  # noqa: E402
 from impasto.runtime.ops.registry import get_op, list_ops  # noqa: E402
 from impasto_http import ImpastoClient, ImpastoError  # noqa: E402
 
 SMALL = {"strokes": 14, "levels": 2, "size": 128, "seed": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tint():
+    """The plugin op in this process too (as IMPASTO_OPS loads it in the server's), removed afterwards
+    so that the other test modules' subprocesses, which do not load it, see the same ops as they do."""
+    list_ops()  # the built-ins first
+    import ops_tint  # noqa: F401  (registers the op and its exportable model)
+
+    yield
+    registry._REGISTRY.pop("tint", None)
+    export_registry._REGISTRY.pop("tint", None)
+    sys.modules.pop("ops_tint", None)
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,20 @@ def test_tileable_textures_wrap_without_a_seam(exemplar):
 
     rx, ry = seam_ratio(out)
     assert rx < 1.5 and ry < 1.5, (rx, ry)  # the wrap looks like any other column/row
-    tiled = out.repeat(1, 2, 2)  # and a 2x2 tiling has no visible grid
-    assert tiled.shape == (3, 128, 128)
+
+    def grid_ratio(img):
+        """In a 2x2 tiling: the step across the tile borders against the mean step between neighbours."""
+        tiled = img.repeat(1, 2, 2)
+        h, w = img.shape[1:]
+        steps_x = (tiled[:, :, 1:] - tiled[:, :, :-1]).abs().mean(dim=(0, 1))  # per column boundary
+        steps_y = (tiled[:, 1:] - tiled[:, :-1]).abs().mean(dim=(0, 2))
+        return float(steps_x[w - 1] / steps_x.mean()), float(steps_y[h - 1] / steps_y.mean())
+
+    gx, gy = grid_ratio(out)
+    assert gx < 1.5 and gy < 1.5, (gx, gy)  # no visible grid where the tiles meet
+    plain = texture(exemplar, (64, 64), SynthesisOptions(iterations=60, scales=2, tileable=False, seed=3), net=net)
+    px, py = grid_ratio(plain)
+    assert max(px, py) > max(gx, gy) * 1.5, ((px, py), (gx, gy))  # a texture that is not tileable shows its seam
 
 
 def test_localized_style_gives_each_region_its_exemplars_statistics():

@@ -68,9 +68,9 @@ def _write_record(spec: BatchSpec, index: int, record: dict) -> None:
 
 
 def _version() -> str:
-    from impasto.runtime.server.studio import version
+    from impasto import __version__
 
-    return version()
+    return __version__
 
 
 class TaskRunner:

@@ -152,9 +152,8 @@ def _pick_models(args: argparse.Namespace, known: list[str], what: str) -> list[
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Each named model to ONNX in the repository, with its parity and TensorRT report."""
-    from tqdm import tqdm
-
     from impasto.export.pipeline import export_model
+    from tqdm import tqdm
 
     names = _pick_models(args, _model_names(), "exportable models")
     if args.checkpoint and len(names) > 1:
@@ -203,7 +202,6 @@ def cmd_build_engine(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     """One batch of .npy inputs through a repository model; the outputs to an .npz."""
     import numpy as np
-
     from impasto.runtime.atomic import atomic_output
     from impasto.runtime.backends import load_backend
 
@@ -271,11 +269,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from tqdm import tqdm
-
     from impasto.runtime.batch.spec import expand, load_spec, select
     from impasto.runtime.cli.ops import local_device
     from impasto.runtime.config import load_settings
+    from tqdm import tqdm
 
     settings = load_settings({"device": args.device, "token": args.token})
     spec = load_spec(args.spec)
@@ -343,7 +340,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"repo": repo, "models": models, "backends": backends}, indent=1))
         return 0
     for m in models:
-        shapes = lambda ts: ", ".join(f"{t['name']} {t['dtype']}{t['dims']}" for t in ts)  # noqa: E731
+        shapes = lambda ts: ", ".join(f"{t['name']} {t['dtype']}{t['dims']}" for t in ts)
         print(f"{m['name']} (v{m['version']}, batch <= {m['max_batch_size']}): {shapes(m['inputs'])} -> {shapes(m['outputs'])}")
     if not models:
         print(f"no models in {repo} (create them with `impasto export --all --repo {repo}`)")

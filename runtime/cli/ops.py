@@ -135,12 +135,8 @@ def local_device(setting: str) -> str:
     """A device setting (auto, cpu, cuda, cuda:N) resolved to what torch will run on here."""
     from impasto.runtime.cli import UsageError
 
-    try:
-        from impasto.train.loops.common import resolve_device
-    except ModuleNotFoundError as e:  # before the device helpers moved to common.py
-        if e.name != "impasto.train.loops.common":
-            raise
-        from impasto.train.loops.renderer import resolve_device
+    from impasto.train.loops.common import resolve_device
+
     try:
         return str(resolve_device(setting))
     except ValueError as e:

@@ -13,9 +13,21 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from impasto.runtime.cli.ops import ProgressBar, add_op_arguments, print_summary, read_request, write_all
+from impasto.runtime.cli.ops import (
+    ProgressBar,
+    add_op_arguments,
+    print_summary,
+    read_request,
+    write_all,
+)
 from impasto.runtime.cli.outputs import check_targets
-from impasto.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from impasto.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
 from impasto.runtime.ops.registry import OpSpec, RunContext, get_op, list_ops
 
 # a server's status name -> the local kind (anything else, INTERNAL included, reads as "the server could not")
@@ -74,7 +86,6 @@ def _result_values(spec: OpSpec, result: Any) -> dict[str, Any]:
 def run_remote(args: argparse.Namespace) -> int:
     """``impasto client OP``: check locally, send, follow the job, write its outputs."""
     import grpc
-
     from impasto.runtime.client import JobFailed, StudioClient
     from impasto.runtime.config import load_settings
     from impasto.runtime.ops.request import prepare

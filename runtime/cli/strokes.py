@@ -63,7 +63,6 @@ def _print_written(result: dict, as_json: bool) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     """One row per brush: the exact engine's strokes beside the shipped neural renderer's."""
     import torch
-
     from impasto.runtime.cli import UsageError
     from impasto.runtime.images import save_image
     from impasto.train.brushes import BRUSHES, get_brush, render_strokes

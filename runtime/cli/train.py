@@ -3,8 +3,9 @@
 Each trainer in :mod:`impasto.train.loops.registry` names its config dataclass; its
 :func:`~impasto.train.options.option` fields become the flags (see :mod:`.flags`) and are
 checked by :func:`~impasto.train.options.read_options`, so a new model family is trainable
-from the command line without CLI code. The trainer's summary is printed as it comes:
-``key: value`` lines, or JSON with ``--json``.
+from the command line without CLI code. Options named like a setting (``device``, ``threads``)
+take the setting (``IMPASTO_DEVICE``, impasto.toml) when their flag is not given. The summary
+is the trainer's own line, or JSON with ``--json``.
 """
 
 from __future__ import annotations
@@ -37,11 +38,28 @@ def run_training(args: argparse.Namespace) -> int:
 
     trainer = get_trainer(args.trainer)
     specs = options_of(trainer.config)
-    config = read_options(trainer.config, flags.given_values(specs, args), label=flags.flag_labels(specs))
+    values = flags.given_values(specs, args)
+    values.update(_from_settings(specs, values))
+    config = read_options(trainer.config, values, label=flags.flag_labels(specs))
     result = trainer.run(config, not args.json)
     if args.json:
         print(json.dumps(result, indent=1))
+    elif trainer.summary is not None:
+        print(trainer.summary(result))
     else:
         for key, value in result.items():
             print(f"{key}: {value}")
     return 0
+
+
+def _from_settings(specs, given: dict) -> dict:
+    """Values for options not given on the command line that impasto's settings hold (flags > env > TOML)."""
+    from dataclasses import fields
+
+    from impasto.runtime.config import Settings, load_settings
+
+    names = {f.name for f in fields(Settings)} & {s.name for s in specs} - set(given)
+    if not names:
+        return {}
+    settings, defaults = load_settings(), Settings()
+    return {n: getattr(settings, n) for n in names if getattr(settings, n) != getattr(defaults, n)}

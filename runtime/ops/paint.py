@@ -47,7 +47,7 @@ class PaintOptions:
                               "overlap yet", min=0.0, max=100.0,
                               shortcut=("--ot", 0.1, "add the optimal-transport loss at the reference's weight, 0.1"))
     error_power: float = 4.0  # the error map is blurred and raised to this power to pick stroke sites
-    seed: int = option(0, "random seed: the same seed gives the same painting", min=0, max=2**53)
+    seed: int = option(0, "random seed: the same seed gives the same painting", min=0, max=2**31 - 1)
     device: str = "cpu"
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the reference paints on black
     # style (used when paint() gets a style image): after each level's search, a pass of

@@ -49,14 +49,14 @@ class PaintJobOptions(PaintOptions):
     """A painting request's options: the painter's, plus what to paint on and how large."""
 
     size: int = option(512, "longer side of the output, px", min=1, max=16384)
-    canvas: str = option("black", "what to paint on: black (the reference's), white or #rrggbb; on the command line "
-                         "also an image file (the canvas_image slot)", or_image="canvas_image")
+    canvas: str = option("black", "what to paint on: black (the reference's), white, #rrggbb, or an image file",
+                         or_image="canvas_image")
 
 
-def _check(options: PaintJobOptions, dims: dict[str, tuple[int, int]], max_side: int) -> None:
+def _check(options: PaintJobOptions, dims: dict[str, tuple[int, int]], max_side: int, label) -> None:
     if options.size > max_side:
-        raise PaintRequestError(f"size must be between 1 and {max_side}, got {options.size}")
-    options.background = parse_colour(options.canvas, "canvas")
+        raise PaintRequestError(f"{label('size')} must be between 1 and {max_side}, got {options.size}")
+    options.background = parse_colour(options.canvas, label("canvas"))
     try:
         options.validate()
     except ValueError as e:
@@ -104,8 +104,7 @@ PAINT = register_op(OpSpec(
     "picture is rendered from the strokes by the exact brush engine at --size.",
     options=PaintJobOptions,
     images=(
-        ImageSlot("image", "the picture to paint (PNG, JPEG, ...; on the command line also example:astronaut, "
-                  "coffee, chelsea or rocket)"),
+        ImageSlot("image", "the picture to paint (PNG, JPEG, ...; or example:astronaut, coffee, chelsea, rocket)"),
         ImageSlot("mask", "paint only where it is white (a selection); elsewhere the output is the image unchanged",
                   role="mask", required=False, same_size_as="image"),
         ImageSlot("style", "a style image: after each level, its strokes are restyled toward it (VGG-19 Gram "
@@ -114,7 +113,7 @@ PAINT = register_op(OpSpec(
                   same_size_as="image"),
     ),
     outputs=(
-        Output("image", "image", "the painting, at options.size", "image.png"),
+        Output("image", "image", "the painting, its longer side the size option", "image.png"),
         Output("strokes", "text", "the strokes (impasto.strokes v1 JSON, or numpy .npz; re-render with "
                "`impasto render`)", "strokes.json", "application/json",
                flags=(("--json", (".json",)), ("--npz", (".npz",))), place="file", save=_save_strokes),

@@ -136,9 +136,9 @@ class OpSpec:
     run: Callable[[RunContext, dict, Any, set[str]], OpOutcome]  # (ctx, images, options, wanted outputs)
     runs_in: str = "sidecar"  # sidecar (torch optimisation) | engine (feed-forward ONNX models)
     models: tuple[str, ...] = ()  # repository models an engine op needs
-    # op-specific rules beyond each option's range: (options, image sizes {slot: (H, W)}, max_side) -> None,
-    # raising an InvalidArgument error (see impasto.runtime.errors)
-    check: Callable[[Any, dict[str, tuple[int, int]], int], None] | None = None
+    # op-specific rules beyond each option's range: (options, image sizes {slot: (H, W)}, max_side, label) -> None,
+    # raising an InvalidArgument error (impasto.runtime.errors) whose message spells fields with label(name)
+    check: Callable[[Any, dict[str, tuple[int, int]], int, Callable[[str], str]], None] | None = None
     internal: Callable[[RunContext], dict[str, Any]] | None = None  # option-dataclass fields set from the context
 
     def __post_init__(self) -> None:
@@ -182,7 +182,10 @@ def _load() -> None:
         log.exception("reading the impasto.ops entry points failed")
     modules += [m.strip() for m in os.environ.get("IMPASTO_OPS", "").split(",") if m.strip()]
     for module in modules:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception:  # a broken plugin must not take the other ops down; say so loudly
+            log.exception("cannot load the ops of module '%s' (IMPASTO_OPS or an impasto.ops entry point)", module)
 
 
 def list_ops() -> list[str]:

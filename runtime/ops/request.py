@@ -84,14 +84,14 @@ class OpRequest:
 
 @dataclass(frozen=True)
 class Labels:
-    """How fields are spelled in messages: ``--lr`` / ``IMAGE`` on the CLI, ``options.lr`` on the wire."""
+    """How fields are spelled in messages: ``options.lr`` on the wire (the default); the CLI builds
+    its own from the op's flags (``--lr``, ``--no-balance``, ``IMAGE``, ``--mask``)."""
 
     option: Callable[[str], str] = lambda n: f"options.{n}"
     image: Callable[[str], str] = lambda n: f"images.{n}"
 
 
 WIRE = Labels()
-CLI = Labels(option=lambda n: "--" + n.replace("_", "-"), image=lambda n: n)
 
 
 def prepare(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = WIRE) -> tuple[Any, dict[str, tuple[int, int]]]:
@@ -134,7 +134,7 @@ def prepare(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = 
     options = read_options(spec.options, request.options, label=labels.option,
                            internal=spec.internal(ctx) if spec.internal else None)
     if spec.check is not None:
-        spec.check(options, dims, ctx.max_side)
+        spec.check(options, dims, ctx.max_side, labels.option)
     return options, dims
 
 

@@ -76,6 +76,6 @@ STYLIZE = register_op(OpSpec(
     ),
     outputs=(Output("image", "image", "the restyled image", "image.png"),),
     run=_run,
-    check=lambda options, dims, max_side: options.validate(),
+    check=lambda options, dims, max_side, label: options.validate(),
     internal=synthesis_internal,
 ))

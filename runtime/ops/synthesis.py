@@ -59,7 +59,7 @@ class SynthesisOptions:
     tv_weight: float = option(0.0, "total-variation weight (smoothness)", min=0.0, max=1e6)
     balance: bool = option(True, "automatic loss balancing (gradient normalisation per layer)")
     tileable: bool = False  # texture exposes it
-    seed: int = option(0, "random seed", min=0, max=2**53)
+    seed: int = option(0, "random seed", min=0, max=2**31 - 1)
     device: str = "cpu"
     features: str = option("vgg19", "VGG-19 with ImageNet weights (see IMPASTO_VGG_WEIGHTS) or the random-weight "
                            "stand-in (weak, for testing)", choices=("vgg19", "random"))

@@ -52,9 +52,11 @@ class TextureOptions(SynthesisOptions):
     tileable: bool = option(False, "make the texture wrap around seamlessly")
 
 
-def _check(options: TextureOptions, dims: dict[str, tuple[int, int]], max_side: int) -> None:
-    if max(options.width, options.height) > max_side:
-        raise SynthesisInputError(f"width x height is {options.width}x{options.height}; the limit is {max_side} px a side")
+def _check(options: TextureOptions, dims: dict[str, tuple[int, int]], max_side: int, label) -> None:
+    for name in ("width", "height"):
+        if getattr(options, name) > max_side:
+            raise SynthesisInputError(f"{label(name)} must be at most {max_side} (this machine's limit), "
+                                      f"got {getattr(options, name)}")
     options.validate()
 
 

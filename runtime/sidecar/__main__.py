@@ -10,7 +10,7 @@ import torch
 
 from impasto.runtime.config import load_settings
 from impasto.runtime.sidecar.service import SidecarService, serve
-from impasto.train.loops.renderer import resolve_device
+from impasto.train.loops.common import resolve_device
 
 
 def main() -> None:

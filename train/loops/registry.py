@@ -48,6 +48,7 @@ class Trainer:
     description: str  # for `impasto train NAME --help`
     config: type  # a dataclass; its user-facing fields are made with impasto.train.options.option(...)
     run: Callable[[Any, bool], dict]  # (config instance, show_progress) -> summary dict for printing / --json
+    summary: Callable[[dict], str] | None = None  # the one line a person reads after a run (else key: value lines)
 
 
 _TRAINERS: dict[str, Trainer] = {}

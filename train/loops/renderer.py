@@ -49,7 +49,6 @@ __all__ = [
     "evaluate",
     "parse_schedule",
     "psnr_from_mse",
-    "resolve_device",  # re-exported from common until runtime/ imports it from there
     "run",
     "train_renderer",
 ]
@@ -282,6 +281,7 @@ def run(cfg: TrainConfig, show_progress: bool) -> dict[str, Any]:
 
 
 TRAINER = Trainer(
+    summary=lambda s: f"wrote {s['weights']} (held-out PSNR {s['psnr']:.2f} dB)",
     name="renderer",
     help="train a neural stroke renderer against the exact brush engine",
     description="Generates strokes on the fly with the brush engine, validates on a fixed held-out set "

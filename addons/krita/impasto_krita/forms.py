@@ -137,7 +137,7 @@ class OptionField:
         self._signal().connect(self._pin)
 
     def _make(self) -> QWidget:
-        lo, hi = option_range(self.info)
+        lo, hi = self.range = option_range(self.info)  # None: open on that side
         if self.type == "int":
             lo = -INT32 if lo is None else lo
             hi = INT32 if hi is None else hi
@@ -222,13 +222,9 @@ class OptionField:
         w = self.widget
         lo = hi = None
         if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            lo, hi = w.minimum(), w.maximum()
-            if self.type == "int":
-                lo = None if isinstance(w, QSpinBox) and lo == -INT32 else int(lo)
-                hi = None if isinstance(w, QSpinBox) and hi == INT32 else int(hi)
-            else:
-                lo = None if lo <= -UNBOUNDED else lo
-                hi = None if hi >= UNBOUNDED else hi
+            kind = int if self.type == "int" else float
+            lo = None if self.range[0] is None else kind(w.minimum())
+            hi = None if self.range[1] is None else kind(w.maximum())
         return {"type": self.type, "widget": type(w).__name__, "default": self.value(), "min": lo, "max": hi,
                 "choices": self.choices(), "help": w.toolTip()}
 
