@@ -67,46 +67,6 @@ def animation_gif(
     return buffer.getvalue()
 
 
-def save_animation(
-    path: str | Path,
-    brush: str,
-    strokes: torch.Tensor,
-    height: int,
-    width: int,
-    background=(1.0, 1.0, 1.0),
-    *,
-    frames: int = 60,
-    max_side: int = 512,
-    seconds: float = 4.0,
-) -> Path:
-    """Write the painting process to ``path`` (.gif, or .mp4 when imageio-ffmpeg is installed).
-
-    Frames are rendered at most ``max_side`` px a side; the last frame is held for a second.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".gif", ".mp4"):
-        raise ValueError(f"cannot write animation '{path.name}': use .gif or .mp4")
-    if suffix == ".gif":
-        data = animation_gif(brush, strokes, height, width, background, frames=frames, max_side=max_side, seconds=seconds)
-        with atomic_output(path) as f:
-            f.write(data)
-        return path
-    images, fps = _frames(brush, strokes, height, width, background, frames, max_side, seconds)
-    try:
-        import imageio.v3 as iio
-        import imageio_ffmpeg  # noqa: F401  (the plugin that writes MP4)
-    except ImportError:
-        raise ValueError("writing .mp4 needs imageio-ffmpeg (pip install imageio-ffmpeg); or use .gif") from None
-    import numpy as np
-
-    frames_np = np.stack(images + [images[-1]] * round(fps))  # hold the end a second
-    even = frames_np[:, : frames_np.shape[1] // 2 * 2, : frames_np.shape[2] // 2 * 2]  # yuv420 needs even sides
-    with atomic_output(path) as f:
-        f.write(iio.imwrite("<bytes>", even, extension=".mp4", fps=fps, codec="libx264"))
-    return path
-
-
 def save_gif_as(gif: bytes, path: Path) -> Path:
     """Write an animation made by :func:`animation_gif` to ``path``: as it is (.gif) or re-encoded (.mp4)."""
     suffix = path.suffix.lower()

@@ -165,11 +165,6 @@ def image_numbers(image: torch.Tensor) -> dict[str, float]:
     return {"width": int(image.shape[2]), "height": int(image.shape[1])}
 
 
-def options_from(values: Mapping[str, Any]) -> dict[str, Any]:
-    """User option values without the unset ones (None)."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def split_params(spec: OpSpec, values: Mapping[str, Any], resolve: Callable[[str], str] = str
                  ) -> tuple[dict[str, Any], dict[str, str]]:
     """User parameters (a batch ``[params]`` table) split into option values and image files.
