@@ -230,7 +230,7 @@ def test_http_ops_route_streams_events_and_serves_every_output_file(server, phot
     assert missing.value.status == 404
     with pytest.raises(urllib.error.HTTPError) as not_found:
         urllib.request.urlopen(urllib.request.Request(server.http + "/v1/ops/sing", data=b"{}", method="POST"))
-    assert not_found.value.code == 404 and "unknown op 'sing'" in json.loads(not_found.value.read())["error"]["message"]
+    assert not_found.value.code == 404 and "unknown op 'sing'" in json.loads(not_found.value.read())["error"]
 
 
 def test_cancelling_a_job_started_with_run(server, photo):

@@ -86,8 +86,8 @@ class ImpastoClient:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as e:
             try:
-                error = json.loads(e.read())["error"]
-                raise ImpastoError(error["message"], error["code"], e.code) from None
+                body = json.loads(e.read())  # {"error": "<message>", "code": "<gRPC status name>"}
+                raise ImpastoError(str(body["error"]), str(body.get("code", "UNKNOWN")), e.code) from None
             except (ValueError, KeyError, TypeError):
                 raise ImpastoError(f"HTTP {e.code} from {self.url}{path}", "UNKNOWN", e.code) from None
         except (urllib.error.URLError, OSError) as e:

@@ -30,7 +30,7 @@ class CancelReply(_message.Message):
     __slots__ = ("found",)
     FOUND_FIELD_NUMBER: _ClassVar[int]
     found: bool
-    def __init__(self, found: _Optional[bool] = ...) -> None: ...
+    def __init__(self, found: bool = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()

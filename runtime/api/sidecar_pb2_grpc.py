@@ -6,7 +6,7 @@ import warnings
 from impasto.runtime.api import sidecar_pb2 as impasto_dot_sidecar_dot_v1_dot_sidecar__pb2
 from impasto.runtime.api import studio_pb2 as impasto_dot_v1_dot_studio__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -19,14 +19,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in impasto/sidecar/v1/sidecar_pb2_grpc.py depends on'
+        + f' but the generated code in impasto/sidecar/v1/sidecar_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class SidecarStub:
+class SidecarStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -52,7 +52,7 @@ class SidecarStub:
                 _registered_method=True)
 
 
-class SidecarServicer:
+class SidecarServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Run(self, request, context):
@@ -101,7 +101,7 @@ def add_SidecarServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Sidecar:
+class Sidecar(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

@@ -68,7 +68,7 @@ class RawImage(_message.Message):
     bottom_up: bool
     data: bytes
     data_ref: str
-    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., order: _Optional[_Union[ChannelOrder, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., bottom_up: _Optional[bool] = ..., data: _Optional[bytes] = ..., data_ref: _Optional[str] = ...) -> None: ...
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[DType, str]] = ..., order: _Optional[_Union[ChannelOrder, str]] = ..., transfer: _Optional[_Union[Transfer, str]] = ..., bottom_up: bool = ..., data: _Optional[bytes] = ..., data_ref: _Optional[str] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("encoded", "raw", "ref")
@@ -193,7 +193,7 @@ class PaintRequest(_message.Message):
     svg: bool
     animation: bool
     preview_interval_ms: int
-    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[PaintOptions, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., style: _Optional[_Union[Image, _Mapping]] = ..., canvas_image: _Optional[_Union[Image, _Mapping]] = ..., svg: _Optional[bool] = ..., animation: _Optional[bool] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[PaintOptions, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., style: _Optional[_Union[Image, _Mapping]] = ..., canvas_image: _Optional[_Union[Image, _Mapping]] = ..., svg: bool = ..., animation: bool = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
 
 class PaintResult(_message.Message):
     __slots__ = ("image", "strokes_json", "svg", "animation", "width", "height", "strokes", "seconds")
@@ -249,7 +249,7 @@ class TextureRequest(_message.Message):
     tileable: bool
     options: SynthesisOptions
     preview_interval_ms: int
-    def __init__(self, exemplar: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tileable: _Optional[bool] = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, exemplar: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tileable: bool = ..., options: _Optional[_Union[SynthesisOptions, _Mapping]] = ..., preview_interval_ms: _Optional[int] = ...) -> None: ...
 
 class StylizeRequest(_message.Message):
     __slots__ = ("content", "style", "content_labels", "style_labels", "options", "preview_interval_ms")
@@ -389,7 +389,7 @@ class Job(_message.Message):
     error: JobError
     has_result: bool
     expires: float
-    def __init__(self, id: _Optional[str] = ..., op: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., has_result: _Optional[bool] = ..., expires: _Optional[float] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., op: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., created: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., has_result: bool = ..., expires: _Optional[float] = ...) -> None: ...
 
 class JobRef(_message.Message):
     __slots__ = ("id",)
@@ -441,7 +441,7 @@ class ImageSlotInfo(_message.Message):
     together_with: str
     min_side: int
     help: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: _Optional[bool] = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: bool = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ...) -> None: ...
 
 class OutputInfo(_message.Message):
     __slots__ = ("name", "kind", "filename", "mime", "on_request", "place", "help")
@@ -459,7 +459,7 @@ class OutputInfo(_message.Message):
     on_request: bool
     place: str
     help: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: _Optional[bool] = ..., place: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: bool = ..., place: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
 
 class OpInfo(_message.Message):
     __slots__ = ("name", "description", "options", "images", "outputs", "runs_in", "models", "job", "help")
@@ -481,7 +481,7 @@ class OpInfo(_message.Message):
     models: _containers.RepeatedScalarFieldContainer[str]
     job: bool
     help: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[ImageSlotInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[OutputInfo, _Mapping]]] = ..., runs_in: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., job: _Optional[bool] = ..., help: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[ImageSlotInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[OutputInfo, _Mapping]]] = ..., runs_in: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., job: bool = ..., help: _Optional[str] = ...) -> None: ...
 
 class BrushInfo(_message.Message):
     __slots__ = ("name", "fields")
@@ -509,7 +509,7 @@ class BackendInfo(_message.Message):
     name: str
     available: bool
     reason: str
-    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., available: bool = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_side", "max_strokes", "max_jobs", "max_message_bytes", "result_ttl_seconds")

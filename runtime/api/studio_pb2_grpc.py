@@ -5,7 +5,7 @@ import warnings
 
 from impasto.runtime.api import studio_pb2 as impasto_dot_v1_dot_studio__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in impasto/v1/studio_pb2_grpc.py depends on'
+        + f' but the generated code in impasto/v1/studio_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class StudioStub:
+class StudioStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -86,7 +86,7 @@ class StudioStub:
                 _registered_method=True)
 
 
-class StudioServicer:
+class StudioServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Capabilities(self, request, context):
@@ -221,7 +221,7 @@ def add_StudioServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Studio:
+class Studio(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

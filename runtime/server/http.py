@@ -14,8 +14,7 @@ newline-delimited JSON (``application/x-ndjson``), one event per line.
     GET  /v1/jobs                      GET /v1/jobs/{id}      POST /v1/jobs/{id}/cancel
     GET  /v1/jobs/{id}/events          NDJSON: every event so far, then live ones
     GET  /v1/jobs/{id}/files/{name}    preview.png, or an output's file name (Capabilities: OutputInfo.filename)
-    GET  /v2/health/live  /v2/health/ready  /v2  /v2/models/{m}  /v2/models/{m}/ready  /v2/models/{m}/config
-    POST /v2/models/{m}/infer          KServe v2 JSON tensors
+    /v2/...                            KServe v2 REST (kserve_http.py)
     GET  /metrics
 """
 
@@ -26,7 +25,6 @@ import logging
 import time
 
 import grpc
-import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -36,7 +34,7 @@ from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api.convert import WireError
 from impasto.runtime.errors import code_of, http_status, message_of
 from impasto.runtime.server.auth import OPEN_HTTP_PATHS, token_ok
-from impasto.runtime.server.kserve import DATATYPES, NUMPY_TO_KSERVE
+from impasto.runtime.server.kserve_http import KServeRoutes
 from impasto.runtime.server.metrics import Metrics
 from impasto.runtime.server.models import ModelPool
 from impasto.runtime.server.studio import Studio, version
@@ -51,7 +49,8 @@ def to_json(message: Message) -> dict:
 
 
 def error_response(code: grpc.StatusCode, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code.name, "message": message}}, status=http_status(code.name))
+    """KServe's error body, ``{"error": "<message>"}``, with the gRPC status name beside it."""
+    return web.json_response({"error": message, "code": code.name}, status=http_status(code.name))
 
 
 def _strip_images(event: pb.JobEvent, filenames: dict[str, str]) -> pb.JobEvent:
@@ -136,13 +135,7 @@ class HttpApi:
         r.add_post("/v1/jobs/{id}/cancel", self.cancel_job)
         r.add_get("/v1/jobs/{id}/events", self.watch_job)
         r.add_get("/v1/jobs/{id}/files/{name}", self.job_file)
-        r.add_get("/v2/health/live", self.live)
-        r.add_get("/v2/health/ready", self.ready)
-        r.add_get("/v2", self.server_metadata)
-        r.add_get("/v2/models/{model}", self.model_metadata)
-        r.add_get("/v2/models/{model}/ready", self.model_ready)
-        r.add_get("/v2/models/{model}/config", self.model_config)
-        r.add_post("/v2/models/{model}/infer", self.infer)
+        KServeRoutes(models, is_ready).add_to(r)
         r.add_get("/metrics", self.prometheus)
 
     @web.middleware
@@ -238,64 +231,6 @@ class HttpApi:
         if data is None:
             return error_response(grpc.StatusCode.NOT_FOUND, f"job {job.id} has no {name} (state {pb.JobState.Name(job.state)})")
         return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=mime)
-
-    # --- KServe v2 REST ----------------------------------------------------------------------
-
-    async def live(self, request):
-        return web.json_response({"live": True})
-
-    async def ready(self, request):
-        ready = bool(self.is_ready())
-        return web.json_response({"ready": ready}, status=200 if ready else 503)
-
-    async def server_metadata(self, request):
-        return web.json_response({"name": "impasto", "version": version(), "extensions": ["model_configuration", "statistics"]})
-
-    async def model_metadata(self, request):
-        m = self.models.get(request.match_info["model"])
-
-        def tensors(ts):
-            return [{"name": t.name, "datatype": t.dtype, "shape": [-1, *t.dims]} for t in ts]
-
-        return web.json_response({"name": m.info.name, "versions": [str(m.info.version)], "platform": "onnxruntime_onnx",
-                                  "inputs": tensors(m.info.inputs), "outputs": tensors(m.info.outputs)})
-
-    async def model_ready(self, request):
-        ready = request.match_info["model"] in self.models.models
-        return web.json_response({"name": request.match_info["model"], "ready": ready}, status=200 if ready else 400)
-
-    async def model_config(self, request):
-        m = self.models.get(request.match_info["model"])
-        return web.json_response(json_format.MessageToDict(m.info.config, preserving_proto_field_name=True))
-
-    async def infer(self, request):
-        m = self.models.get(request.match_info["model"])
-        try:
-            body = await request.json()
-        except ValueError:
-            raise WireError("the infer request body is not JSON") from None
-        arrays = {}
-        for tensor in body.get("inputs", []):
-            try:
-                name, datatype, shape, data = tensor["name"], tensor["datatype"], tensor["shape"], tensor["data"]
-            except (KeyError, TypeError):
-                raise WireError("each input needs name, datatype, shape and data") from None
-            if datatype not in DATATYPES:
-                raise WireError(f"input '{name}': datatype '{datatype}' is not supported")
-            try:
-                arrays[name] = np.asarray(data, dtype=DATATYPES[datatype][0]).reshape(shape)
-            except (ValueError, TypeError) as e:
-                raise WireError(f"input '{name}': data does not fit shape {shape}: {e}") from None
-        outputs = await m.infer(arrays)
-        wanted = [o["name"] for o in body.get("outputs", [])] or [t.name for t in m.info.outputs]
-        result = []
-        for name in wanted:
-            if name not in outputs:
-                raise WireError(f"model '{m.info.name}' has no output '{name}'")
-            a = outputs[name]
-            result.append({"name": name, "datatype": NUMPY_TO_KSERVE[a.dtype.str], "shape": list(a.shape), "data": a.ravel().tolist()})
-        return web.json_response({"model_name": m.info.name, "model_version": str(m.info.version),
-                                  "id": body.get("id", ""), "outputs": result})
 
     async def prometheus(self, request):
         return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8")
