@@ -4,8 +4,8 @@ Nodes whose operators are safe in half precision run in fp16; normalisations, re
 exponentials and anything inside ``keep_scopes`` (module paths recorded by torch's exporter)
 stay fp32, as do the graph's inputs and outputs. Cast nodes are inserted exactly where a
 value crosses between the two, and constants used only by fp16 nodes are stored in fp16.
-The result is also what TensorRT 11 needs: a strongly-typed network takes its precisions
-from the graph instead of from builder flags.
+The result is also what TensorRT 10 and later build fp16 engines from: a strongly-typed
+network takes its precisions from the graph instead of from builder flags.
 """
 
 from __future__ import annotations
@@ -140,17 +140,29 @@ def convert_to_fp16(model: onnx.ModelProto, keep_scopes: tuple[str, ...] = ()) -
     return model
 
 
-def count_precisions(model: onnx.ModelProto) -> dict[str, int]:
-    """How many compute nodes run in fp16 and in fp32 (Cast and Constant nodes not counted)."""
+def node_precisions(model: onnx.ModelProto) -> dict[str, str]:
+    """Each compute node (by name, else its first output) -> "fp16" or "fp32", as the graph computes it.
+
+    Cast and Constant nodes are left out. TensorRT 8/9 builds of the fp16 engine use this to
+    pin to fp32 the nodes the fp16 variant keeps in fp32 (see :mod:`impasto.export.tensorrt`).
+    """
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.value_info, *model.graph.output]}
-    counts = {"fp16": 0, "fp32": 0}
+    out: dict[str, str] = {}
     for n in model.graph.node:
-        if n.op_type in ("Cast", "Constant"):
+        if n.op_type in ("Cast", "Constant") or not n.output:
             continue
         kinds = {types.get(v) for v in n.output}
         if HALF in kinds:
-            counts["fp16"] += 1
+            out[n.name or n.output[0]] = "fp16"
         elif FLOAT in kinds:
-            counts["fp32"] += 1
+            out[n.name or n.output[0]] = "fp32"
+    return out
+
+
+def count_precisions(model: onnx.ModelProto) -> dict[str, int]:
+    """How many compute nodes run in fp16 and in fp32 (Cast and Constant nodes not counted)."""
+    counts = {"fp16": 0, "fp32": 0}
+    for precision in node_precisions(model).values():
+        counts[precision] += 1
     return counts

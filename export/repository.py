@@ -13,8 +13,10 @@ impasto adds (profiles, parity, checksums) rides in the config's ``parameters`` 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,8 @@ ONNX_FP32 = "model.onnx"
 ONNX_FP16 = "model.fp16.onnx"
 PLATFORM = "onnxruntime_onnx"
 PREFIX = "impasto."
+
+log = logging.getLogger(__name__)
 
 # impasto dtype name -> (Triton config enum name, numpy dtype)
 DTYPES = {
@@ -161,27 +165,97 @@ def write_model(
 ) -> Path:
     """Install ``files`` (name in the version folder -> source path) and the config as ``spec.name``.
 
-    The model folder is assembled next to its final place and swapped in by renames, so a
-    reader never sees a half-written model; an older export of the same model is replaced.
+    The model folder is assembled outside the repository (see :func:`staging_area`) and swapped
+    in by renames, so a reader never sees a half-written model and the repository root holds
+    nothing but model folders: Triton treats every folder there as a model and refuses to start
+    on one whose name is not its model's. An older export of the same model is replaced.
     """
     repo = Path(repo)
     name = validate_model_name(spec.name)
     if version < 1:
         raise RepositoryError(f"model version must be 1 or more, not {version}")
     repo.mkdir(parents=True, exist_ok=True)
-    staging = repo / f".{name}.staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / str(version)).mkdir(parents=True)
-    for filename, source in files.items():
-        shutil.copyfile(source, staging / str(version) / filename)
-    (staging / CONFIG).write_text(render_config(spec, parameters))
-    read_model_folder(staging, expect_name=name)  # parse back with Triton's schema before installing
-    final, old = repo / name, repo / f".{name}.old-{os.getpid()}"
-    if final.exists():
-        final.replace(old)
-    staging.replace(final)
-    shutil.rmtree(old, ignore_errors=True)
+    area = staging_area(repo)
+    clean_stale_staging(repo, area)
+    staging = Path(tempfile.mkdtemp(prefix=f"{name}.{os.getpid()}.", dir=area))
+    model = staging / name  # named as in the repository: Triton's rule, checked by the parse-back
+    try:
+        (model / str(version)).mkdir(parents=True)
+        for filename, source in files.items():
+            shutil.copyfile(source, model / str(version) / filename)
+        (model / CONFIG).write_text(render_config(spec, parameters))
+        read_model_folder(model, expect_name=name)  # parse back with Triton's schema before installing
+        final, old = repo / name, staging / "replaced"
+        if final.exists():
+            final.replace(old)
+        model.replace(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            area.rmdir()  # only when empty: another export may be staging beside this one
+        except OSError:
+            pass
     return final
+
+
+def staging_area(repo: Path) -> Path:
+    """Where models for ``repo`` are assembled: on its filesystem (so installing is a rename), not in it.
+
+    First choice is a hidden sibling, ``<parent>/.<repo name>.staging``; where the parent is not
+    writable, the system temp folder if it shares the repository's filesystem. Otherwise the
+    error says what to change.
+    """
+    repo = repo.resolve()
+    device = repo.stat().st_dev
+    candidates = [repo.parent / f".{repo.name}.staging", Path(tempfile.gettempdir()) / f"impasto-staging-{_digest(repo)}"]
+    for area in candidates:
+        try:
+            area.mkdir(exist_ok=True)
+        except OSError:
+            continue
+        if area.stat().st_dev == device:
+            return area
+        try:
+            area.rmdir()
+        except OSError:
+            pass
+    raise RepositoryError(
+        f"cannot stage models for {repo}: {candidates[0]} cannot be created and the temp folder is on "
+        f"another filesystem; make {repo.parent} writable or set TMPDIR to a folder on the repository's filesystem"
+    )
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:12]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_staging(repo: Path, area: Path) -> list[Path]:
+    """Remove what interrupted exports left: staging folders of processes that no longer run.
+
+    Those are ``<name>.<pid>.<random>`` folders in ``area``, and the ``.<name>.staging-<pid>`` /
+    ``.<name>.old-<pid>`` folders that exports before this layout left inside the repository root
+    (Triton would refuse to start on them). Folders of running processes are left alone.
+    """
+    removed = []
+    legacy = [(p, p.name.rsplit("-", 1)[-1]) for p in repo.glob(".*.staging-*")]
+    legacy += [(p, p.name.rsplit("-", 1)[-1]) for p in repo.glob(".*.old-*")]
+    current = [(p, p.name.split(".")[-2]) for p in area.iterdir() if p.name.count(".") >= 2]
+    for path, pid in legacy + current:
+        if path.is_dir() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+            log.info("removed %s, left by an interrupted export", path)
+    return removed
 
 
 def read_model_folder(folder: Path, expect_name: str | None = None, version: int | None = None) -> RepositoryModel:

@@ -12,7 +12,7 @@ names here are imported lazily so that ``import impasto`` stays light.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ _API = {
     "save_image": ("impasto.runtime.images", "save_image"),
 }
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from impasto.runtime.images import load_image, save_image  # noqa: F401
     from impasto.runtime.ops.paint import PaintOptions, Painting, paint  # noqa: F401
     from impasto.runtime.ops.stylize import stylize  # noqa: F401
@@ -40,10 +40,15 @@ if TYPE_CHECKING:
 __all__ = list(_API)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _API:
         import importlib
 
         module, attr = _API[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'impasto' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    """The public API (lazy names included, so completion and ``dir(impasto)`` show ``paint``) and the dunders."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})

@@ -10,6 +10,7 @@ code 2 with one line on stderr. Runtime exceptions subclass the kinds below; exc
 from __future__ import annotations
 
 import functools
+import re
 
 
 class InvalidArgument(ValueError):
@@ -91,11 +92,50 @@ def code_of(error: BaseException) -> str | None:
     return None
 
 
+MAX_ECHO = 200  # characters of one echoed value (a brush name, a job id) kept in a message
+MAX_MESSAGE_BYTES = 1500  # a message's UTF-8 size at most: gRPC sends it in a trailer (8 kB metadata limit)
+_LONG_WORD = re.compile(rf"\S{{{MAX_ECHO + 1},}}")
+
+
+def elide(text: str, keep: int = MAX_ECHO) -> str:
+    """``text`` itself, or its start and end around a note of its length when it is over ``keep`` characters."""
+    if len(text) <= keep:
+        return text
+    head, tail = keep * 2 // 3, keep // 3
+    return f"{text[:head]}...[{len(text)} characters]...{text[-tail:]}"
+
+
+def bounded(message: str) -> str:
+    """A message with every long value shortened, and at most MAX_MESSAGE_BYTES in all.
+
+    Messages echo what the user sent (an unknown brush, a job id); a 10 kB value echoed in
+    full would make the reply exceed gRPC's metadata limit and arrive as RESOURCE_EXHAUSTED.
+    The start (the field) and the end (the limit) of a message are kept.
+    """
+    message = _LONG_WORD.sub(lambda m: elide(m.group(0)), message)
+    if len(message.encode()) <= MAX_MESSAGE_BYTES:
+        return message
+    keep = MAX_MESSAGE_BYTES // 4  # characters are at most 4 bytes
+    while len(elide(message, keep).encode()) <= MAX_MESSAGE_BYTES and keep < len(message):
+        keep += 64
+    return elide(message, keep - 64)
+
+
 def message_of(error: BaseException) -> str:
-    """The one line a user sees: the message of a user error, the type too for a bug."""
+    """The one line a user sees: the message of a user error, the type too for a bug; bounded in size."""
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return text if code_of(error) else f"{type(error).__name__}: {text}"
+    return bounded(text if code_of(error) else f"{type(error).__name__}: {text}")
 
 
 def http_status(code: str) -> int:
     return HTTP_STATUS.get(code, 500)
+
+
+def from_status(code: str, message: str) -> Exception:
+    """The taxonomy's exception for a status another process sent (the sidecar's), keeping its message.
+
+    A status outside the taxonomy (INTERNAL, UNKNOWN) becomes a RuntimeError: a bug over there.
+    """
+    kinds = {k.code: k for k in (InvalidArgument, NotFound, ResourceExhausted, FailedPrecondition, Unavailable)}
+    kind = kinds.get(code)
+    return kind(message) if kind else RuntimeError(f"{code}: {message}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from impasto.export.onnx import ExportError
 from impasto.export.pipeline import export_model
 from impasto.export.registry import ExportableModel, TensorSpec, get_model
 from impasto.export.repository import RepositoryError, read_model
-from impasto.export.tensorrt import EngineKey, engine_key, find_engine, onnx_for
+from impasto.export.tensorrt import GpuInfo, engine_key, find_engine, onnx_for
 from impasto.runtime.backends import InferenceInputError, load_backend
 from impasto.train.brushes import BRUSHES
 
@@ -290,9 +290,9 @@ def test_fp16_conversion_keeps_inputs_outputs_and_scopes_in_fp32(repo):
 def test_an_engine_built_for_another_gpu_version_or_graph_is_never_loaded(repo):
     path, _ = repo
     model = read_model(path, "renderer_marker")
-    key = engine_key(model, "fp16", "sm90", "10.8.0")
-    assert onnx_for(model, "fp16", "10.8.0").name == "model.onnx"  # TensorRT 10: builder flag
-    assert onnx_for(model, "fp16", "11.0.0").name == "model.fp16.onnx"  # 11: strongly typed graph
+    key = engine_key(model, "fp16", GpuInfo(0, "NVIDIA H100 80GB HBM3", "sm90"), "10.8.0")
+    assert onnx_for(model, "fp16", "10.8.0").name == "model.fp16.onnx"  # TensorRT 10: strongly typed graph
+    assert onnx_for(model, "fp16", "8.6.1").name == "model.onnx"  # 8.6: FP16 flag, fp32 layers pinned
     folder = model.version_folder / "engines"
     folder.mkdir(exist_ok=True)
     plan = folder / key.filename()
@@ -300,9 +300,10 @@ def test_an_engine_built_for_another_gpu_version_or_graph_is_never_loaded(repo):
     plan.with_suffix(".json").write_text(json.dumps(asdict(key)))
     assert find_engine(model, key) == plan
     for other in (
-        EngineKey("sm89", key.tensorrt, key.precision, key.onnx_sha256),
-        EngineKey(key.compute_capability, "10.9.0", key.precision, key.onnx_sha256),
-        EngineKey(key.compute_capability, key.tensorrt, key.precision, "0" * 64),
+        replace(key, compute_capability="sm89"),
+        replace(key, gpu="NVIDIA H200"),  # same sm90, another GPU model
+        replace(key, tensorrt="10.9.0"),
+        replace(key, onnx_sha256="0" * 64),
     ):
         assert find_engine(model, other) is None
     # a plan whose recorded key disagrees with its name (copied by hand) is refused too

@@ -6,6 +6,8 @@ import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -54,3 +56,70 @@ def test_the_installed_version_is_the_package_version():
     import impasto
 
     assert version("impasto") == impasto.__version__
+
+
+def _requirements(dist: str, extras: set[str]) -> dict:
+    """``dist``'s installed requirements (with ``extras``) by normalised name -> specifier."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = {}
+    for text in requires(dist) or ():
+        req = Requirement(text)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in extras | {""}):
+            name = canonicalize_name(req.name)
+            out[name] = out[name] & req.specifier if name in out else req.specifier
+    return out
+
+
+def test_impasto_and_tritonclient_all_admit_the_same_protobuf_and_grpcio():
+    """Always-on, offline: the pins overlap, and the environment installed here satisfies both.
+
+    The old ``protobuf>=7.35.1`` pin failed this: tritonclient[all] asks for protobuf<7.
+    """
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    ours = _requirements("impasto", {"test"})
+    theirs = _requirements("tritonclient", {"all"})
+    for name in ("protobuf", "grpcio"):
+        floors = [Version(s.version) for spec in (ours[name], theirs[name]) for s in spec if s.operator == ">="]
+        assert any(ours[name].contains(v) and theirs[name].contains(v) for v in floors), (name, ours[name], theirs[name])
+        installed = version(name)
+        assert ours[name].contains(installed) and theirs[name].contains(installed), (name, installed)
+    tritonclient_floor = ours["tritonclient"]  # the test extra's floor: the current release line
+    assert tritonclient_floor.contains(version("tritonclient")), version("tritonclient")
+
+
+def test_pip_resolves_impasto_beside_the_newest_tritonclient_all(tmp_path):
+    """A real resolution (pip --dry-run, metadata only: nothing is downloaded in full or installed).
+
+    pip must pick the newest tritonclient release for ``impasto`` + ``tritonclient[all]``, not
+    fall back to an old one as it did (2.41, from 2023) when the protobuf pins did not overlap.
+    Needs the package index; skipped when it cannot be reached.
+    """
+    import importlib.util
+    import json
+    import re
+    import sys
+
+    index = subprocess.run([sys.executable, "-m", "pip", "index", "versions", "tritonclient"],
+                           check=False, capture_output=True, text=True, timeout=120)
+    newest = re.search(r"^tritonclient \(([^)]+)\)", index.stdout, re.MULTILINE)
+    if index.returncode != 0 or not newest:
+        pytest.skip(f"package index not reachable: {index.stderr.strip()[-200:]}")
+    report = tmp_path / "report.json"
+    # building impasto's metadata with the setuptools already here saves fetching one (about 20 s)
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", *isolation,
+         "--quiet", "--report", str(report), str(ROOT), "tritonclient[all]", "torch==2.13.0"],
+        check=False, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    chosen = {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.read_text())["install"]}
+    assert chosen["impasto"] == __import__("impasto").__version__
+    assert chosen["tritonclient"] == newest[1], chosen["tritonclient"]

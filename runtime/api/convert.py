@@ -5,8 +5,8 @@ and returns an ``OpResult``; this module maps them onto :class:`~impasto.runtime
 and :class:`~impasto.runtime.ops.registry.OpOutcome`, and describes ops for Capabilities,
 all from the op definitions (it never imports an op's module). A field that cannot be used
 raises :class:`WireError` naming the field and the limit (``INVALID_ARGUMENT``). Images
-arrive encoded (PNG/JPEG) or raw (u8/f16/f32, RGB or BGR order, sRGB or linear, top-down or
-bottom-up rows) and leave as PNG.
+arrive encoded (PNG, JPEG, WebP: checked from the header, decoded upright) or raw (u8/f16/f32,
+RGB or BGR order, sRGB or linear, top-down or bottom-up rows) and leave as PNG.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from google.protobuf import json_format
+from google.protobuf import json_format, struct_pb2
 
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.errors import InvalidArgument
-from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, encode_png, image_size
+from impasto.runtime.formats.jsontext import MAX_DEPTH
+from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, encode_png, image_size, pixel_limit
 from impasto.runtime.ops.registry import OpOutcome, OpSpec
 from impasto.runtime.ops.request import OpRequest
 
@@ -48,6 +49,9 @@ def _check_raw(raw: pb.RawImage, field: str, max_side: int) -> np.dtype:
         raise WireError(f"{field}: raw image is empty ({w}x{h})")
     if max(w, h) > max_side:
         raise WireError(f"{field}: raw image is {w}x{h}; the limit is {max_side} px a side")
+    if w * h > pixel_limit(max_side):
+        raise WireError(f"{field}: raw image is {w}x{h} ({w * h / 1e6:.1f} megapixels); the limit is "
+                        f"{pixel_limit(max_side) / 1e6:.1f} megapixels")
     if c not in (1, 3, 4):
         raise WireError(f"{field}: raw image has {c} channels; use 1, 3 or 4")
     if raw.dtype not in _DTYPES:
@@ -162,8 +166,30 @@ class WireImage:
         return image_to_tensor(self.msg, label, max_side)
 
 
+def struct_depth(value: struct_pb2.Struct | struct_pb2.Value, limit: int = MAX_DEPTH) -> int:
+    """How deeply a Struct's lists and objects nest (as its JSON would), counted without recursion up to ``limit + 1``."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack and deepest <= limit:
+        item, depth = stack.pop()
+        if isinstance(item, struct_pb2.Value):
+            kind = item.WhichOneof("kind")
+            item = item.struct_value if kind == "struct_value" else item.list_value if kind == "list_value" else None
+        if isinstance(item, struct_pb2.Struct):
+            children = item.fields.values()
+        elif isinstance(item, struct_pb2.ListValue):
+            children = item.values
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def op_request(msg: pb.OpRequest) -> OpRequest:
     """The op request a wire message carries (images stay encoded until decoded by the op's run)."""
+    if msg.HasField("options") and struct_depth(msg.options) > MAX_DEPTH:
+        raise WireError(f"options: nested too deeply; the limit is {MAX_DEPTH} levels")
     options = json_format.MessageToDict(msg.options) if msg.HasField("options") else {}
     return OpRequest(msg.op, {name: WireImage(image) for name, image in msg.images.items()}, options,
                      set(msg.outputs))

@@ -25,23 +25,25 @@ _sym_db = _symbol_database.Default()
 from impasto.runtime.api import studio_pb2 as impasto_dot_v1_dot_studio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n impasto/sidecar/v1/sidecar.proto\x12\x12impasto.sidecar.v1\x1a\x17impasto/v1/studio.proto\"\xa3\x01\n\nRunRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x07request\x18\x08 \x01(\x0b\x32\x15.impasto.v1.OpRequest\x12\x10\n\x08max_side\x18\x03 \x01(\r\x12\x1b\n\x13preview_interval_ms\x18\x04 \x01(\r\x12\x1c\n\x14progress_interval_ms\x18\x05 \x01(\rJ\x04\x08\x02\x10\x03J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"J\n\x0bStatusReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x0f\n\x07running\x18\x04 \x01(\r2\xe4\x01\n\x07Sidecar\x12=\n\x03Run\x12\x1e.impasto.sidecar.v1.RunRequest\x1a\x14.impasto.v1.JobEvent0\x01\x12L\n\x06\x43\x61ncel\x12!.impasto.sidecar.v1.CancelRequest\x1a\x1f.impasto.sidecar.v1.CancelReply\x12L\n\x06Status\x12!.impasto.sidecar.v1.StatusRequest\x1a\x1f.impasto.sidecar.v1.StatusReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n impasto/sidecar/v1/sidecar.proto\x12\x12impasto.sidecar.v1\x1a\x17impasto/v1/studio.proto\"I\n\tRenderJob\x12*\n\x07request\x18\x01 \x01(\x0b\x32\x19.impasto.v1.RenderRequest\x12\x10\n\x08max_side\x18\x02 \x01(\r\"\xa3\x01\n\nRunRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x07request\x18\x08 \x01(\x0b\x32\x15.impasto.v1.OpRequest\x12\x10\n\x08max_side\x18\x03 \x01(\r\x12\x1b\n\x13preview_interval_ms\x18\x04 \x01(\r\x12\x1c\n\x14progress_interval_ms\x18\x05 \x01(\rJ\x04\x08\x02\x10\x03J\x04\x08\x06\x10\x07J\x04\x08\x07\x10\x08\"\x1f\n\rCancelRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x1c\n\x0b\x43\x61ncelReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"\x0f\n\rStatusRequest\"J\n\x0bStatusReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x0f\n\x07running\x18\x04 \x01(\r2\xa6\x02\n\x07Sidecar\x12=\n\x03Run\x12\x1e.impasto.sidecar.v1.RunRequest\x1a\x14.impasto.v1.JobEvent0\x01\x12L\n\x06\x43\x61ncel\x12!.impasto.sidecar.v1.CancelRequest\x1a\x1f.impasto.sidecar.v1.CancelReply\x12L\n\x06Status\x12!.impasto.sidecar.v1.StatusRequest\x1a\x1f.impasto.sidecar.v1.StatusReply\x12@\n\x06Render\x12\x1d.impasto.sidecar.v1.RenderJob\x1a\x17.impasto.v1.RenderReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'impasto.sidecar.v1.sidecar_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNREQUEST']._serialized_start=82
-  _globals['_RUNREQUEST']._serialized_end=245
-  _globals['_CANCELREQUEST']._serialized_start=247
-  _globals['_CANCELREQUEST']._serialized_end=278
-  _globals['_CANCELREPLY']._serialized_start=280
-  _globals['_CANCELREPLY']._serialized_end=308
-  _globals['_STATUSREQUEST']._serialized_start=310
-  _globals['_STATUSREQUEST']._serialized_end=325
-  _globals['_STATUSREPLY']._serialized_start=327
-  _globals['_STATUSREPLY']._serialized_end=401
-  _globals['_SIDECAR']._serialized_start=404
-  _globals['_SIDECAR']._serialized_end=632
+  _globals['_RENDERJOB']._serialized_start=81
+  _globals['_RENDERJOB']._serialized_end=154
+  _globals['_RUNREQUEST']._serialized_start=157
+  _globals['_RUNREQUEST']._serialized_end=320
+  _globals['_CANCELREQUEST']._serialized_start=322
+  _globals['_CANCELREQUEST']._serialized_end=353
+  _globals['_CANCELREPLY']._serialized_start=355
+  _globals['_CANCELREPLY']._serialized_end=383
+  _globals['_STATUSREQUEST']._serialized_start=385
+  _globals['_STATUSREQUEST']._serialized_end=400
+  _globals['_STATUSREPLY']._serialized_start=402
+  _globals['_STATUSREPLY']._serialized_end=476
+  _globals['_SIDECAR']._serialized_start=479
+  _globals['_SIDECAR']._serialized_end=773
 # @@protoc_insertion_point(module_scope)

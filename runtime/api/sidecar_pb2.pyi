@@ -6,6 +6,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RenderJob(_message.Message):
+    __slots__ = ("request", "max_side")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    request: _studio_pb2.RenderRequest
+    max_side: int
+    def __init__(self, request: _Optional[_Union[_studio_pb2.RenderRequest, _Mapping]] = ..., max_side: _Optional[int] = ...) -> None: ...
+
 class RunRequest(_message.Message):
     __slots__ = ("job_id", "request", "max_side", "preview_interval_ms", "progress_interval_ms")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

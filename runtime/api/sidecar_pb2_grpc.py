@@ -50,6 +50,11 @@ class SidecarStub(object):
                 request_serializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusRequest.SerializeToString,
                 response_deserializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Render = channel.unary_unary(
+                '/impasto.sidecar.v1.Sidecar/Render',
+                request_serializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.RenderJob.SerializeToString,
+                response_deserializer=impasto_dot_v1_dot_studio__pb2.RenderReply.FromString,
+                _registered_method=True)
 
 
 class SidecarServicer(object):
@@ -75,6 +80,14 @@ class SidecarServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Render(self, request, context):
+        """Render saved strokes (the Studio Render RPC): the server checks headers, the sidecar
+        parses, decodes and renders, so a huge picture can only cost this process.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SidecarServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_SidecarServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusRequest.FromString,
                     response_serializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusReply.SerializeToString,
+            ),
+            'Render': grpc.unary_unary_rpc_method_handler(
+                    servicer.Render,
+                    request_deserializer=impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.RenderJob.FromString,
+                    response_serializer=impasto_dot_v1_dot_studio__pb2.RenderReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class Sidecar(object):
             '/impasto.sidecar.v1.Sidecar/Status',
             impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusRequest.SerializeToString,
             impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.StatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Render(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/impasto.sidecar.v1.Sidecar/Render',
+            impasto_dot_sidecar_dot_v1_dot_sidecar__pb2.RenderJob.SerializeToString,
+            impasto_dot_v1_dot_studio__pb2.RenderReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--http-port", type=int, default=None, help="HTTP/JSON port (default 8000; -1: none)")
     sv.add_argument("--repo", default=None, help="model repository to serve (default: settings; none if it does not exist)")
     sv.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (prefer IMPASTO_TOKEN: flags show in ps)")
+    sv.add_argument("--token-file", default=None, metavar="FILE",
+                    help="named tokens, one 'NAME TOKEN' a line; each principal sees only its own jobs (or IMPASTO_TOKEN_FILE)")
     sv.add_argument("--tls-cert", default=None, help="TLS certificate chain (PEM), with --tls-key")
     sv.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
     sv.add_argument("--insecure", action="store_true", help="allow listening beyond loopback without token or TLS")
@@ -89,6 +91,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--slots", type=int, default=0, help="jobs the sidecar runs at once (default 1)")
     sv.add_argument("--max-jobs", type=int, default=None, help="jobs queued + running at most (default 16)")
     sv.add_argument("--result-ttl", type=float, default=None, help="seconds a finished job and its result are kept (default 3600)")
+    sv.add_argument("--max-results", type=int, default=None, help="finished jobs kept at most, oldest forgotten first (default 1000)")
+    sv.add_argument("--max-result-mb", type=float, default=None,
+                    help="MiB of finished jobs' results kept at most, oldest forgotten first (default 512)")
     sv.add_argument("--backend", default=None, choices=["auto", "tensorrt", "onnxruntime"], help="backend for the repository's models")
     sv.add_argument("--no-batching", dest="batching", action="store_false", help="run every inference request alone")
     sv.add_argument("--max-message-mb", type=int, default=None, help="largest request or reply, MiB (default 256)")
@@ -153,6 +158,7 @@ def _pick_models(args: argparse.Namespace, known: list[str], what: str) -> list[
 def cmd_export(args: argparse.Namespace) -> int:
     """Each named model to ONNX in the repository, with its parity and TensorRT report."""
     from impasto.export.pipeline import export_model
+    from impasto.export.tensorrt import support_summary  # the static check, and whether TensorRT is here
     from tqdm import tqdm
 
     names = _pick_models(args, _model_names(), "exportable models")
@@ -174,8 +180,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             if not args.json:
                 fp16 = (f", fp16 {result.parity_fp16.max_abs:.2g} ({result.fp16_nodes.get('fp16', 0)} fp16 nodes)"
                         if result.parity_fp16 else "")
-                trt = "ok" if result.compatibility.ok else f"allowed: {len(result.compatibility.allowed)}"
-                tqdm.write(f"{name}: {result.folder} (max error vs torch: fp32 {result.parity.max_abs:.2g}{fp16}; TensorRT {trt})")
+                tqdm.write(f"{name}: {result.folder} (max error vs torch: fp32 {result.parity.max_abs:.2g}{fp16}; "
+                           f"{support_summary(result.compatibility)})")
     if args.json:
         print(json.dumps({"repo": repo, "models": results}, indent=1))
     return 0
@@ -237,14 +243,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = load_settings({"host": args.host, "port": args.port, "http_port": args.http_port, "token": args.token,
                               "max_jobs": args.max_jobs, "result_ttl": args.result_ttl, "max_message_mb": args.max_message_mb,
-                              "device": args.device, "backend": args.backend, "repo": args.repo})
+                              "device": args.device, "backend": args.backend, "repo": args.repo,
+                              "token_file": args.token_file, "max_results": args.max_results,
+                              "max_result_mb": args.max_result_mb})
     repo = settings.repo if Path(settings.repo).is_dir() else None
     if args.repo and repo is None:
         raise UsageError(f"--repo {args.repo} does not exist (create it with `impasto export --all --repo {args.repo}`)")
     if not 1 <= settings.max_jobs <= 10_000:
         raise UsageError(f"--max-jobs must be between 1 and 10000, got {settings.max_jobs}")
+    if not 1 <= settings.max_results <= 1_000_000:
+        raise UsageError(f"--max-results must be between 1 and 1000000, got {settings.max_results}")
+    if not 0 < settings.max_result_mb <= 1 << 20:  # also refuses NaN
+        raise UsageError(f"--max-result-mb must be above 0 and at most {1 << 20}, got {settings.max_result_mb}")
     config = ServerConfig(
         host=settings.host, port=settings.port, http_port=settings.http_port, repo=repo, token=settings.token or None,
+        token_file=settings.token_file or None, max_results=settings.max_results,
+        max_result_bytes=int(settings.max_result_mb * (1 << 20)),
         tls_cert=args.tls_cert, tls_key=args.tls_key, insecure=args.insecure, sidecar=args.sidecar,
         device=settings.device, slots=args.slots, backend=settings.backend, batching=args.batching,
         max_jobs=settings.max_jobs, result_ttl=settings.result_ttl, max_side=settings.max_side,

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from impasto.runtime.cli import flags
 from impasto.runtime.cli.outputs import Target, check_targets, primary_suffixes, write_output
@@ -31,6 +35,8 @@ from impasto.runtime.ops.request import FileImage, Labels, OpRequest
 
 IMAGE = "image:"  # argparse dest prefixes (see flags.OPTION)
 OUTPUT = "output:"
+
+log = logging.getLogger(__name__)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -146,24 +152,87 @@ def local_device(setting: str) -> str:
 
 
 class ProgressBar:
-    """A tqdm bar driven by an op's progress reports; made on the first report, so a request
-    refused up front leaves no empty bar behind. ``disable=None``: off when not a terminal."""
+    """A run's progress on stderr, driven by the op's progress reports.
 
-    def __init__(self, desc: str, off: bool):
+    On a terminal: a tqdm bar, made on the first report (a request refused up front leaves
+    no empty bar behind), off with ``--report``. Anywhere else (a log file, a pipe, CI): one
+    line every ``every`` seconds, also while no report arrives (weights loading, a style
+    pass, the final render), so that a long run is never silent; ``every`` <= 0 turns the
+    lines off. The first line comes after ``every`` seconds: a quick run prints none.
+    """
+
+    def __init__(self, desc: str, off: bool, every: float = 5.0, stream: TextIO | None = None):
         self.desc, self.off, self.bar = desc, off, None
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = every
+        self.state: tuple[int, int, int, int, float] | None = None
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._lines: threading.Thread | None = None
+        isatty = getattr(self.stream, "isatty", None)
+        self.tty = bool(isatty and isatty())
+        if not self.tty and every > 0:
+            self._lines = threading.Thread(target=self._beat, name="impasto-progress", daemon=True)
+            self._lines.start()
 
     def update(self, level: int, levels: int, step: int, total: int, loss: float) -> None:
+        self.state = (int(level), int(levels), int(step), max(int(total), 1), float(loss))
+        if not self.tty or self.off:
+            return
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=max(int(total), 1), desc=self.desc, unit="step", disable=True if self.off else None)
+            self.bar = tqdm(total=max(int(total), 1), desc=self.desc, unit="step", file=self.stream)
         self.bar.total = max(int(total), 1)
         self.bar.set_postfix(stage=f"{level}/{levels}", loss=f"{loss:.4g}", refresh=False)
         self.bar.update(int(step) - self.bar.n)
 
+    def line(self) -> str:
+        """The progress line as it is now: stage, step, share done, loss, seconds so far.
+
+        No time-left estimate: steps differ in cost by stage (a paint's level m batches m x m
+        patches), so one from the steps done would promise a quarter of the real time."""
+        elapsed = time.monotonic() - self.started
+        if self.state is None:
+            return f"impasto {self.desc}: starting ({elapsed:.0f} s)"
+        level, levels, step, total, loss = self.state
+        text = (f"impasto {self.desc}: stage {level}/{levels}, step {step}/{total} ({100 * step / total:.0f}%), "
+                f"loss {loss:.4g}, {elapsed:.0f} s")
+        if step >= total:
+            text += ", finishing"
+        return text
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                print(self.line(), file=self.stream, flush=True)
+            except (OSError, ValueError):  # stderr closed: nowhere to report to
+                return
+
     def close(self) -> None:
+        self._stop.set()
+        if self._lines is not None:
+            self._lines.join(timeout=5)
         if self.bar is not None:
             self.bar.close()
+
+
+def use_threads(setting: int) -> int:
+    """Give torch the intra-op threads :func:`impasto.runtime.config.choose_threads` picks (the
+    ``threads`` setting, else the CPUs free now) and one inter-op thread; returns the count."""
+    import torch
+
+    from impasto.runtime.config import available_cpus, choose_threads
+
+    threads = choose_threads(setting)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # set already, or inter-op work already ran in this process
+        pass
+    log.info("torch threads: %d (%d CPUs available; threads setting %s)", threads, available_cpus(),
+             setting or "automatic")
+    return threads
 
 
 def _engine_infer(ctx: RunContext, repo: str, backend: str) -> Callable[[str, dict], dict]:
@@ -191,9 +260,10 @@ def run_local(args: argparse.Namespace) -> int:
     check_targets(cli.targets)
     ctx = RunContext(device=local_device(settings.device), max_side=settings.max_side,
                      vgg_weights=settings.vgg_weights or None)
+    use_threads(settings.threads)
     if spec.runs_in == "engine":
         ctx.infer = _engine_infer(ctx, settings.repo, settings.backend)
-    bar = ProgressBar(spec.name, off=args.report)
+    bar = ProgressBar(spec.name, off=args.report, every=settings.progress_seconds)
     ctx.progress = lambda level, levels, step, total, loss, preview: bar.update(level, levels, step, total, loss)
     try:
         outcome = run_op(spec, cli.request, ctx, cli.labels)

@@ -97,7 +97,7 @@ def run_remote(args: argparse.Namespace) -> int:
     # the server's own checks, here: a bad value costs no round trip and reads as the local command's
     options, _ = prepare(spec, cli.request, RunContext(device="cpu", max_side=settings.max_side), cli.labels)
     typed = {name: getattr(options, name) for name in cli.request.options}
-    bar = ProgressBar(f"{spec.name} on {settings.server}", off=args.report)
+    bar = ProgressBar(f"{spec.name} on {settings.server}", off=args.report, every=settings.progress_seconds)
 
     def on_event(event: Any) -> None:
         if event.HasField("progress"):

@@ -12,7 +12,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from impasto.runtime.cli.outputs import check_folder
+from impasto.runtime.cli.outputs import IMAGE_SUFFIXES, check_folder
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "e.g. a 4096 px print from a 512 px painting. The aspect ratio of the painting is kept.",
     )
     re_.add_argument("strokes", help="stroke file (.json or .npz)")
-    re_.add_argument("-o", "--output", required=True, help="PNG to write")
+    re_.add_argument("-o", "--output", required=True, help="image to write (.png, .jpg)")
     re_.add_argument("--size", type=int, default=None, help="longer side in px (default: the painting's own size)")
     re_.add_argument("--canvas", default=None, help="override the background: black, white, #rrggbb or an image file")
     re_.add_argument("--json", action="store_true", help="print what was written as JSON")
@@ -56,6 +56,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=cmd_brushes)
 
 
+def check_image_output(path: str, flag: str = "-o") -> None:
+    """Refuse, before any work, an image output that cannot be written: a folder, an unknown
+    suffix, a missing or read-only folder (a render can take minutes; it must not fail at the end)."""
+    import os
+    from pathlib import Path
+
+    from impasto.runtime.cli import UsageError
+
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} '{path}' is a folder: give a file name ending with {' or '.join(IMAGE_SUFFIXES)}")
+    if not path.lower().endswith(IMAGE_SUFFIXES):
+        raise UsageError(f"{flag} '{path}' must end with {' or '.join(IMAGE_SUFFIXES)}")
+    check_folder(path)
+    folder = Path(path).resolve().parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} '{path}': the folder {folder} is not writable")
+
+
 def _print_written(result: dict, as_json: bool) -> None:
     print(json.dumps(result, indent=1) if as_json else f"wrote {result['output']}")
 
@@ -72,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.strokes < 1:
         raise UsageError(f"--strokes must be at least 1, got {args.strokes}")
-    check_folder(args.output)
+    check_image_output(args.output)
     rows, missing = [], []
     for name in BRUSHES:
         params = example_strokes(name, args.strokes, args.seed)
@@ -122,7 +140,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from impasto.train.brushes import get_brush, render_strokes
 
     settings = load_settings()
-    check_folder(args.output)
+    check_image_output(args.output)
     sf = load_strokes(args.strokes)
     longer = args.size or max(sf.width, sf.height)
     if not 1 <= longer <= settings.max_side:

@@ -26,10 +26,13 @@ import torch
 
 from impasto.runtime.atomic import atomic_output
 from impasto.runtime.errors import InvalidArgument
+from impasto.runtime.formats.jsontext import JsonInputError, load_json
 from impasto.train.brushes import get_brush
 
 FORMAT = "impasto.strokes"
 VERSION = 1
+MAX_DEPTH = 4  # the layout nests 3 levels (file, strokes, one stroke)
+MAX_JSON_CHARS = 64_000_000  # stroke JSON received over the wire; 200,000 strokes take about 30 MB
 
 
 class StrokeFileError(InvalidArgument):
@@ -98,7 +101,9 @@ def load_strokes(path: str | Path) -> StrokeFile:
                     "levels": z["levels"].tolist(),
                 }
         else:
-            data = json.loads(path.read_text())
+            data = load_json(path.read_bytes(), f"stroke file '{path}'", max_depth=MAX_DEPTH)
+    except JsonInputError as e:
+        raise StrokeFileError(str(e)) from None
     except (OSError, ValueError, KeyError) as e:
         raise StrokeFileError(f"stroke file '{path}' cannot be read: {e}") from None
     return strokes_from_dict(data, f"stroke file '{path}'")
@@ -106,10 +111,12 @@ def load_strokes(path: str | Path) -> StrokeFile:
 
 def strokes_from_json(text: str, source: str = "strokes") -> StrokeFile:
     """Parse stroke-file JSON text (e.g. received over the wire), checking it fully."""
+    if len(text) > MAX_JSON_CHARS:
+        raise StrokeFileError(f"{source} is {len(text) / 1e6:.0f} MB; the limit is {MAX_JSON_CHARS / 1e6:.0f} MB")
     try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise StrokeFileError(f"{source} is not valid JSON: {e}") from None
+        data = load_json(text, source, max_depth=MAX_DEPTH)
+    except JsonInputError as e:
+        raise StrokeFileError(str(e)) from None
     return strokes_from_dict(data, source)
 
 
@@ -123,9 +130,12 @@ def strokes_from_dict(data: object, source: str) -> StrokeFile:
         width, height = int(canvas["width"]), int(canvas["height"])
         strokes = torch.tensor(data["strokes"], dtype=torch.float32).view(-1, brush.n_params)
         background = tuple(float(c) for c in canvas.get("background", (1.0, 1.0, 1.0)))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        levels = [int(v) for v in data.get("levels", [])]
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise StrokeFileError(f"{source} is malformed: {e}") from None
     if not (0 < width <= 1 << 20 and 0 < height <= 1 << 20):
         raise StrokeFileError(f"{source}: canvas size {width}x{height} is not a positive size")
     brush.validate(strokes)
-    return StrokeFile(brush.name, strokes, width, height, background, [int(v) for v in data.get("levels", [])])
+    if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):  # NaN fails too
+        raise StrokeFileError(f"{source}: canvas.background must be 3 numbers in [0, 1] (RGB), got {list(background)}")
+    return StrokeFile(brush.name, strokes, width, height, background, levels)

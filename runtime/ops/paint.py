@@ -10,6 +10,7 @@ strokes, mapped to canvas coordinates, are rendered by the exact brush engine at
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -354,20 +355,49 @@ def paint(
     return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background, raster.renders)
 
 
+SLOW_STYLE_SECONDS = 30.0  # a style pass estimated longer than this is announced with a warning
+
+
 class _Stylist:
-    """The style pass (Stylized Neural Painting §3.5): Gram matrices of VGG-19 features."""
+    """The style pass (Stylized Neural Painting §3.5): Gram matrices of VGG-19 features.
+
+    The features are taken at ``side`` px: the patch size, or the smallest side VGG's pooling
+    leaves at least one pixel of at its deepest layer (16 px for relu5_1), so that a small
+    ``patch`` (down to 8) is upsampled for the loss instead of failing in the network.
+    """
 
     def __init__(self, style: torch.Tensor, opts: PaintOptions, device: torch.device):
         from impasto.train.models.vgg import gram, vgg19_features
 
         self.opts, self.gram = opts, gram
         self.vgg = vgg19_features(features=opts.features, weights=opts.vgg_weights, device=device)
+        pools = sum(isinstance(m, torch.nn.MaxPool2d) for m in self.vgg.features)
+        self.side = max(opts.patch, 2**pools)
         with torch.no_grad():
-            feats = self.vgg(resize(style, opts.patch, opts.patch).unsqueeze(0))
+            styled = resize(style, self.side, self.side).unsqueeze(0)
+            feats = self.vgg(styled)
+            start = time.perf_counter()  # timed once warm: a first call also pays for allocation
+            self.vgg(styled)
+        self._announce(time.perf_counter() - start, device)
         self.targets = {name: gram(f) for name, f in feats.items()}
         self.colour_index = [i for i, n in enumerate(get_brush(opts.brush).schema.fields) if n[0] in "RGB"]
 
+    def _announce(self, forward_seconds: float, device: torch.device) -> None:
+        """Warn before a long style pass, with a rough estimate from one timed forward pass."""
+        opts = self.opts
+        # every patch of every level, style_iterations steps of a forward and a backward (about 2 forwards)
+        estimate = 3 * forward_seconds * opts.style_iterations * opts.levels_blocks
+        if estimate < SLOW_STYLE_SECONDS:
+            return
+        minutes = f"{estimate / 60:.0f} min" if estimate >= 90 else f"{estimate:.0f} s"
+        weak = " with the weak random-weight features" if opts.features == "random" else ""
+        log.warning("the style pass%s will take about %s more on %s (%d steps of VGG-19 on each of %d patches at "
+                    "%d px); a GPU, fewer levels or a smaller patch is faster", weak, minutes, device,
+                    opts.style_iterations, opts.levels_blocks, self.side)
+
     def loss(self, pred: torch.Tensor) -> torch.Tensor:
+        if pred.shape[-1] < self.side:
+            pred = F.interpolate(pred, size=(self.side, self.side), mode="bilinear", align_corners=False)
         feats = self.vgg(pred)
         return sum(F.mse_loss(self.gram(f), self.targets[n].expand(f.shape[0], -1, -1)) for n, f in feats.items())
 

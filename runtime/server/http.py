@@ -25,15 +25,16 @@ import logging
 import time
 
 import grpc
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from impasto.runtime.api import legacy
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api.convert import WireError
-from impasto.runtime.errors import code_of, http_status, message_of
-from impasto.runtime.server.auth import OPEN_HTTP_PATHS, token_ok
+from impasto.runtime.errors import ResourceExhausted, code_of, elide, http_status, message_of
+from impasto.runtime.formats.jsontext import load_json
+from impasto.runtime.server.auth import OPEN_HTTP_PATHS, Principals
 from impasto.runtime.server.kserve_http import KServeRoutes
 from impasto.runtime.server.metrics import Metrics
 from impasto.runtime.server.models import ModelPool
@@ -88,24 +89,68 @@ def _resolve(name: str, image: pb.Image, parts: dict[str, bytes]) -> None:
         image.raw.data_ref = ""
 
 
-async def _read_request(request: web.Request, message: Message, image_fields: tuple[str, ...] = ()) -> Message:
-    """Fill ``message`` from a JSON body, or a multipart body with binary image parts."""
-    parts: dict[str, bytes] = {}
-    body = None
-    if request.content_type.startswith("multipart/"):
+async def _read_parts(request: web.Request) -> tuple[bytes | None, dict[str, bytes]]:
+    """The ``request`` part and the other parts, by name, of a multipart body.
+
+    Every way a body can break its framing (no or wrong boundary, truncated, nested
+    multipart, parts without names or named twice, more bytes than the message limit) is
+    an InvalidArgument (ResourceExhausted for the size) naming what is wrong.
+    """
+    body, parts, total = None, {}, 0
+    limit = request.client_max_size
+    try:
         reader = await request.multipart()
+        index = 0
         async for part in reader:
-            data = await part.read(decode=False)
-            if part.name == "request":
+            index += 1
+            if not isinstance(part, BodyPartReader):
+                raise WireError(f"multipart part #{index} is itself multipart; send each file as one part")
+            name = part.name
+            if not name:
+                raise WireError(f"multipart part #{index} has no name: give it "
+                                "'Content-Disposition: form-data; name=\"...\"'")
+            if name in parts or (name == "request" and body is not None):
+                raise WireError(f"multipart part '{elide(name)}' is given twice")
+            data = bytes(await part.read(decode=False))
+            total += len(data)
+            if total > limit:
+                raise web.HTTPRequestEntityTooLarge(limit, total)
+            if name == "request":
                 body = data
             else:
-                parts[part.name] = bytes(data)
+                parts[name] = data
+    except web.HTTPRequestEntityTooLarge:
+        raise ResourceExhausted(f"request body is over the limit of {limit / (1 << 20):.0f} MB "
+                                "(the server's --max-message-mb)") from None
+    except (WireError, ConnectionError):
+        raise
+    except Exception as e:  # aiohttp's framing errors (ValueError, AssertionError, ...): the body's fault
+        raise WireError(f"request body is not valid multipart/form-data ({type(e).__name__}: {e})") from None
+    return body, parts
+
+
+async def _read_request(request: web.Request, message: Message, image_fields: tuple[str, ...] = ()) -> Message:
+    """Fill ``message`` from a JSON body, or a multipart body with binary image parts.
+
+    The JSON is read by :func:`load_json` (UTF-8, valid, at most 32 levels deep, an object),
+    so a malformed body is a 400 naming what is wrong, never a 500.
+    """
+    parts: dict[str, bytes] = {}
+    if request.content_type.startswith("multipart/"):
+        body, parts = await _read_parts(request)
+        what = "multipart part 'request'"
     else:
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ResourceExhausted(f"request body is over the limit of {request.client_max_size / (1 << 20):.0f} MB "
+                                    "(the server's --max-message-mb)") from None
+        what = "request body"
+    data = load_json(body, what, want=dict) if body else {}
     try:
-        json_format.Parse(body or b"{}", message)
-    except json_format.ParseError as e:
-        raise WireError(f"request body is not a valid {message.DESCRIPTOR.name} in JSON: {e}") from None
+        json_format.ParseDict(data, message)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
+        raise WireError(f"{what} is not a valid {message.DESCRIPTOR.name} in JSON: {e}") from None
     for name in image_fields:
         if message.HasField(name):
             _resolve(name, getattr(message, name), parts)
@@ -116,12 +161,12 @@ async def _read_request(request: web.Request, message: Message, image_fields: tu
 
 
 class HttpApi:
-    def __init__(self, studio: Studio, models: ModelPool, metrics: Metrics, token: str | None, max_message_bytes: int,
-                 is_ready=lambda: True):
+    def __init__(self, studio: Studio, models: ModelPool, metrics: Metrics, principals: Principals | str | None,
+                 max_message_bytes: int, is_ready=lambda: True):
         self.studio = studio
         self.models = models
         self.metrics = metrics
-        self.token = token
+        self.principals = principals if isinstance(principals, Principals) else Principals.load(principals)
         self.is_ready = is_ready
         self.app = web.Application(client_max_size=max_message_bytes, middlewares=[self._middleware])
         r = self.app.router
@@ -135,7 +180,7 @@ class HttpApi:
         r.add_post("/v1/jobs/{id}/cancel", self.cancel_job)
         r.add_get("/v1/jobs/{id}/events", self.watch_job)
         r.add_get("/v1/jobs/{id}/files/{name}", self.job_file)
-        KServeRoutes(models, is_ready).add_to(r)
+        KServeRoutes(models, is_ready, max_message_bytes).add_to(r)
         r.add_get("/metrics", self.prometheus)
 
     @web.middleware
@@ -144,9 +189,13 @@ class HttpApi:
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         code = grpc.StatusCode.OK
         try:
-            if request.path not in OPEN_HTTP_PATHS and not token_ok(request.headers.get("Authorization"), self.token):
-                code = grpc.StatusCode.UNAUTHENTICATED
-                return error_response(code, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+            principal = None
+            if self.principals.required:
+                principal = self.principals.identify(request.headers.get("Authorization"))
+                if principal is None and request.path not in OPEN_HTTP_PATHS:
+                    code = grpc.StatusCode.UNAUTHENTICATED
+                    return error_response(code, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+            request["principal"] = principal  # whose jobs this request may see (None: no tokens, everyone's)
             return await handler(request)
         except web.HTTPException:
             raise
@@ -166,13 +215,13 @@ class HttpApi:
     async def run(self, request):
         message = await _read_request(request, pb.OpRequest())
         message.op = request.match_info["op"]
-        return await self._start(request, await self.studio.submit(message))
+        return await self._start(request, await self.studio.submit(message, principal=request["principal"]))
 
     async def typed(self, request):
         op = request.path.rsplit("/", 1)[1]
         kind, images = legacy.REQUESTS[op]
         message = await _read_request(request, kind(), images)
-        return await self._start(request, await self.studio.submit_typed(op, message))
+        return await self._start(request, await self.studio.submit_typed(op, message, principal=request["principal"]))
 
     async def _start(self, request, job):
         if request.query.get("detach") in ("1", "true"):
@@ -180,8 +229,9 @@ class HttpApi:
         return await self._stream(request, job.id)
 
     async def _stream(self, request, job_id: str):
-        filenames = {o.name: o.filename for o in self.studio.jobs.get(job_id).spec.outputs}
-        events = self.studio.jobs.watch(job_id)
+        principal = request["principal"]
+        filenames = {o.name: o.filename for o in self.studio.jobs.get(job_id, principal).spec.outputs}
+        events = self.studio.jobs.watch(job_id, principal)
         first = await anext(events)  # NOT_FOUND raises here, before the 200 goes out
         response = web.StreamResponse(headers={"Content-Type": NDJSON, "X-Impasto-Job": job_id})
         await response.prepare(request)
@@ -201,16 +251,16 @@ class HttpApi:
                             headers={"X-Impasto-Width": str(reply.width), "X-Impasto-Height": str(reply.height)})
 
     async def list_jobs(self, request):
-        return web.json_response(to_json(self.studio.list_jobs()))
+        return web.json_response(to_json(self.studio.list_jobs(request["principal"])))
 
     async def get_job(self, request):
-        return web.json_response(to_json(self.studio.job(request.match_info["id"])))
+        return web.json_response(to_json(self.studio.job(request.match_info["id"], request["principal"])))
 
     async def cancel_job(self, request):
-        return web.json_response(to_json(await self.studio.cancel(request.match_info["id"])))
+        return web.json_response(to_json(await self.studio.cancel(request.match_info["id"], request["principal"])))
 
     async def job_file(self, request):
-        job = self.studio.jobs.get(request.match_info["id"])
+        job = self.studio.jobs.get(request.match_info["id"], request["principal"])
         name = request.match_info["name"]
         outputs = {o.filename: o for o in job.spec.outputs}
         if name != "preview.png" and name not in outputs:

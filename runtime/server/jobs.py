@@ -6,8 +6,16 @@ models) runs in this process, on the model pool and its batchers, in a worker th
 kept in the job's log (previews only for the newest one, they are large), so a client that
 disconnects can re-attach with ``WatchJob`` and get the whole story, then the live events.
 When the sidecar dies, the jobs it was running fail with ``UNAVAILABLE`` and a message
-saying so; queued jobs stay queued and run on the restarted sidecar. Finished jobs and
-their results are forgotten ``result_ttl`` seconds after they end.
+saying so; queued jobs stay queued and run on the restarted sidecar (as does a job handed
+to a sidecar that died before it started it).
+
+Retention: a job's inputs (its request images) are dropped the moment it ends. Finished jobs
+and their results are forgotten ``result_ttl`` seconds after they end, or earlier, oldest
+first, when more than ``max_results`` finished jobs or ``max_result_bytes`` of their events
+and results are kept. A forgotten job's id answers NOT_FOUND saying why.
+
+Ownership: a job belongs to the principal that submitted it (``auth.py``); asked by another
+principal, every call answers as if the job did not exist.
 """
 
 from __future__ import annotations
@@ -41,9 +49,15 @@ class _Stopped(Exception):
     """Raised in an engine job's thread at its next progress report once the job is cancelled."""
 
 
+MAX_REQUEUES = 3  # times a job the sidecar never started is handed to a new one before it fails
+MAX_TOMBSTONES = 10_000  # forgotten job ids remembered, to say why they are gone
+
+
 class UnknownJob(NotFound):
     def __str__(self) -> str:
-        return f"no job with id '{self.args[0]}' (finished jobs are kept for a limited time)"
+        job_id = self.args[0][:80]
+        why = self.args[1] if len(self.args) > 1 else "finished jobs are kept for a limited time"
+        return f"no job with id '{job_id}' ({why})"
 
 
 @dataclass
@@ -52,6 +66,7 @@ class JobRecord:
     spec: OpSpec
     request: pb.OpRequest
     legacy: bool = False  # started with a typed RPC (Paint, ...): its final event carries the typed result
+    owner: str | None = None  # the principal that submitted it (None: the server has no tokens)
     state: int = pb.QUEUED
     created: float = field(default_factory=time.time)
     started: float = 0.0
@@ -63,6 +78,8 @@ class JobRecord:
     error: pb.JobError | None = None
     cancel_requested: bool = False
     task: asyncio.Task | None = None
+    requeues: int = 0  # times the sidecar died before starting it
+    retained_bytes: int = 0  # its events and result, once it has ended
 
     def to_proto(self, ttl: float) -> pb.Job:
         job = pb.Job(id=self.id, op=self.spec.name, state=self.state, created=self.created, started=self.started,
@@ -79,6 +96,7 @@ class JobRecord:
 
 class JobManager:
     def __init__(self, sidecar: Sidecar, *, models=None, max_jobs: int = 16, result_ttl: float = 3600.0,
+                 max_results: int = 1000, max_result_bytes: int = 512 << 20,
                  max_side: int = 16384, preview_interval_ms: int = 1000, progress_interval_ms: int = 100,
                  engine_slots: int = 4):
         self.sidecar = sidecar
@@ -86,6 +104,11 @@ class JobManager:
         self.engine_slots = asyncio.Semaphore(engine_slots)
         self.max_jobs = max_jobs
         self.result_ttl = result_ttl
+        self.max_results = max_results
+        self.max_result_bytes = max_result_bytes
+        self.finished: collections.OrderedDict[str, int] = collections.OrderedDict()  # ended jobs, oldest first: bytes
+        self.retained_bytes = 0
+        self._tombstones: collections.OrderedDict[str, tuple[str | None, str]] = collections.OrderedDict()
         self.max_side = max_side
         self.preview_interval_ms = preview_interval_ms
         self.progress_interval_ms = progress_interval_ms
@@ -117,12 +140,12 @@ class JobManager:
 
     # --- the API ---------------------------------------------------------------------------
 
-    def submit(self, spec: OpSpec, request: pb.OpRequest, legacy: bool = False) -> JobRecord:
-        """Queue a checked request (sidecar ops) or start it at once (engine ops)."""
+    def submit(self, spec: OpSpec, request: pb.OpRequest, legacy: bool = False, owner: str | None = None) -> JobRecord:
+        """Queue a checked request (sidecar ops) or start it at once (engine ops), owned by ``owner``."""
         active = len(self.queue) + len(self.running)
         if active >= self.max_jobs:
             raise JobsFull(f"the server already has {active} jobs queued or running (limit {self.max_jobs}); retry later")
-        job = JobRecord(id=uuid.uuid4().hex, spec=spec, request=request, legacy=legacy)
+        job = JobRecord(id=uuid.uuid4().hex, spec=spec, request=request, legacy=legacy, owner=owner)
         self.jobs[job.id] = job
         if spec.runs_in == "engine":
             self.running.add(job.id)
@@ -134,13 +157,30 @@ class JobManager:
         self._wake.set()
         return job
 
-    def get(self, job_id: str) -> JobRecord:
-        if job_id not in self.jobs:
-            raise UnknownJob(job_id)
-        return self.jobs[job_id]
+    def get(self, job_id: str, principal: str | None = None) -> JobRecord:
+        """The job, if ``principal`` may see it (its owner; anyone when the server has no tokens).
 
-    async def cancel(self, job_id: str) -> JobRecord:
-        job = self.get(job_id)
+        A job of another principal is NOT_FOUND with the same message as one that never
+        existed; a forgotten one of the caller's says why it was forgotten.
+        """
+        job = self.jobs.get(job_id)
+        if job is not None and self._visible(job.owner, principal):
+            return job
+        owner, why = self._tombstones.get(job_id, (None, ""))
+        if why and self._visible(owner, principal):
+            raise UnknownJob(job_id, why)
+        raise UnknownJob(job_id)
+
+    def list(self, principal: str | None = None) -> list[JobRecord]:
+        """The jobs ``principal`` may see, oldest first."""
+        return [j for j in self.jobs.values() if self._visible(j.owner, principal)]
+
+    @staticmethod
+    def _visible(owner: str | None, principal: str | None) -> bool:
+        return principal is None or owner == principal
+
+    async def cancel(self, job_id: str, principal: str | None = None) -> JobRecord:
+        job = self.get(job_id, principal)
         if job.state == pb.QUEUED:
             self.queue.remove(job.id)
             self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
@@ -154,9 +194,9 @@ class JobManager:
                 log.warning("cancel of %s: sidecar unreachable (%s)", job.id, e.code().name)
         return job
 
-    async def watch(self, job_id: str):
+    async def watch(self, job_id: str, principal: str | None = None):
         """Every event of the job so far, then the live ones, until it ends."""
-        job = self.get(job_id)
+        job = self.get(job_id, principal)
         queue: asyncio.Queue = asyncio.Queue()
         job.watchers.add(queue)
         seen = 0  # the seq of the last event yielded: events are never skipped, never repeated
@@ -194,27 +234,56 @@ class JobManager:
 
     def _succeed(self, job: JobRecord, result: pb.OpResult) -> None:
         """The final event: the generic result, or for a typed RPC's job the typed result it expects."""
-        job.result = result
-        job.request = pb.OpRequest(op=job.request.op)  # the inputs are not needed any more
-        self._finish(job, pb.SUCCEEDED, **(legacy.result_event(job.spec.name, result) if job.legacy
-                                           else {"op_result": result}))
+        if job.legacy:
+            job.result = result
+            self._finish(job, pb.SUCCEEDED, **legacy.result_event(job.spec.name, result))
+        else:
+            event = self._finish(job, pb.SUCCEEDED, op_result=result)
+            job.result = event.op_result  # the event's copy: the result bytes are held once
 
-    def _finish(self, job: JobRecord, state: int, **kind) -> None:
+    def _finish(self, job: JobRecord, state: int, **kind) -> pb.JobEvent:
         job.state = state
         job.finished = time.time()
-        self._append(job, **kind)
+        job.request = pb.OpRequest(op=job.request.op)  # the inputs (images) are not needed any more
+        job.task = None
+        event = self._append(job, **kind)
         for q in job.watchers:
             q.put_nowait(None)
         self.running.discard(job.id)
+        self._retain(job)
         self._wake.set()
+        return event
+
+    def _retain(self, job: JobRecord) -> None:
+        """Count an ended job's bytes, then forget the oldest ended jobs beyond the count and byte limits."""
+        job.retained_bytes = sum(e.ByteSize() for e in job.events)
+        if job.result is not None and job.legacy:
+            job.retained_bytes += job.result.ByteSize()
+        self.finished[job.id] = job.retained_bytes
+        self.retained_bytes += job.retained_bytes
+        while self.finished and (len(self.finished) > self.max_results or self.retained_bytes > self.max_result_bytes):
+            oldest = next(iter(self.finished))
+            self._forget(oldest, f"evicted: the server keeps at most {self.max_results} finished jobs and "
+                                 f"{self.max_result_bytes / (1 << 20):g} MiB of their results (--max-results, "
+                                 "--max-result-mb), oldest first; fetch results sooner or raise the limits")
+
+    def _forget(self, job_id: str, why: str) -> None:
+        job = self.jobs.pop(job_id)
+        self.retained_bytes -= self.finished.pop(job_id, 0)
+        self._tombstones[job_id] = (job.owner, why)
+        while len(self._tombstones) > MAX_TOMBSTONES:
+            self._tombstones.popitem(last=False)
 
     async def _dispatch(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self.queue and len(self.running) < self.sidecar.slots:
-                if not self.sidecar.ready.is_set():
-                    await self.sidecar.ready.wait()
+                if not self.sidecar.alive():
+                    if self.sidecar.ready.is_set():  # dead, and the supervisor has not noticed yet
+                        await asyncio.sleep(0.05)
+                    else:
+                        await self.sidecar.ready.wait()
                     continue  # jobs may have been cancelled (dequeued) while the sidecar restarted
                 job = self.get(self.queue.popleft())
                 job.state = pb.RUNNING
@@ -226,14 +295,18 @@ class JobManager:
         request = spb.RunRequest(job_id=job.id, request=job.request, max_side=self.max_side,
                                  preview_interval_ms=max(job.request.preview_interval_ms, self.preview_interval_ms),
                                  progress_interval_ms=self.progress_interval_ms)
+        started = False
         try:
             async for event in self.sidecar.stub.Run(request):
                 kind = event.WhichOneof("event")
                 if kind == "started":
+                    started = True
                     job.started = time.time()
                     self._append(job, started=event.started)
                 elif kind == "progress":
-                    job.progress = event.progress
+                    job.progress = pb.Progress()
+                    job.progress.CopyFrom(event.progress)
+                    job.progress.ClearField("preview")  # the log keeps the newest preview; one copy is enough
                     self._append(job, progress=event.progress)
                 elif kind == "op_result":
                     self._succeed(job, event.op_result)
@@ -251,6 +324,14 @@ class JobManager:
                 return
             if job.cancel_requested:
                 self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
+                return
+            if not started and job.requeues < MAX_REQUEUES and self._sidecar_lost(generation, e):
+                job.requeues += 1  # handed to a sidecar that died before it started the job: it waits for the next one
+                log.warning("job %s: the sidecar went away before starting it; queued again", job.id)
+                job.state, job.task = pb.QUEUED, None
+                self.running.discard(job.id)
+                self.queue.appendleft(job.id)
+                self._wake.set()
                 return
             message = await self._why_lost(generation, e)
             job.error = pb.JobError(code="UNAVAILABLE", message=message)
@@ -292,6 +373,13 @@ class JobManager:
             else:
                 self._succeed(job, convert.op_result(job.spec, outcome))
 
+    def _sidecar_lost(self, generation: int, error: Exception) -> bool:
+        """Whether a failed Run call means the sidecar went away (rather than refusing the request)."""
+        if self.sidecar.generation != generation or not self.sidecar.alive():
+            return True
+        return isinstance(error, grpc.aio.AioRpcError) and error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                            grpc.StatusCode.CANCELLED)
+
     async def _why_lost(self, generation: int, error: Exception) -> str:
         process = self.sidecar.process
         for _ in range(20):  # let the supervisor notice a dead process (at most ~2 s)
@@ -308,5 +396,5 @@ class JobManager:
         while True:
             await asyncio.sleep(min(60.0, max(1.0, self.result_ttl / 4)))
             now = time.time()
-            for job_id in [j.id for j in self.jobs.values() if j.state in TERMINAL and now - j.finished > self.result_ttl]:
-                del self.jobs[job_id]
+            for job_id in [j for j in self.finished if now - self.jobs[j].finished > self.result_ttl]:
+                self._forget(job_id, f"expired: finished jobs are kept {self.result_ttl:g} s (--result-ttl)")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -12,9 +14,11 @@ from impasto.export.repository import RepositoryError, RepositoryModel, list_mod
 from impasto.runtime.backends import load_backend
 from impasto.runtime.backends.base import Backend
 from impasto.runtime.server.batching import DynamicBatcher
+from impasto.runtime.server.kserve_stats import InferStats, RequestTimer
 from impasto.runtime.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelNotFound(NotFound):
@@ -27,9 +31,45 @@ class ServedModel:
     info: RepositoryModel
     backend: Backend
     batcher: DynamicBatcher
+    stats: InferStats = field(default_factory=InferStats)
 
-    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return await self.batcher.infer(self.backend.check(inputs))
+    async def infer(self, inputs: dict[str, np.ndarray], timer: RequestTimer | None = None) -> dict[str, np.ndarray]:
+        """Checked and batched inference; counted in :attr:`stats` as one request unless a ``timer`` is given.
+
+        Callers that pass a ``timer`` (the KServe transports, through :meth:`serve`) count the request themselves.
+        """
+        own = timer is None
+        timer = timer or RequestTimer()
+        try:
+            with timer.phase("input"):
+                checked = self.backend.check(inputs)
+            outputs = await self.batcher.infer(checked, timer)
+        except Exception:
+            if own:
+                self.stats.record(timer, ok=False)
+            raise
+        if own:
+            self.stats.record(timer, ok=True)
+        return outputs
+
+    async def serve(self, decode: Callable[[], dict[str, np.ndarray]],
+                    encode: Callable[[dict[str, np.ndarray]], T]) -> T:
+        """One KServe request: ``decode()`` its tensors, infer, ``encode(outputs)`` the reply; timed and counted.
+
+        Decoding counts as compute_input and encoding as compute_output (see ``kserve_stats``).
+        """
+        timer = RequestTimer()
+        try:
+            with timer.phase("input"):
+                inputs = decode()
+            outputs = await self.infer(inputs, timer)
+            with timer.phase("output"):
+                reply = encode(outputs)
+        except Exception:
+            self.stats.record(timer, ok=False)
+            raise
+        self.stats.record(timer, ok=True)
+        return reply
 
 
 class ModelPool:

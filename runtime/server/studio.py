@@ -13,23 +13,23 @@ from importlib import metadata
 import grpc
 
 from impasto.runtime.api import convert, legacy
+from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api import studio_pb2_grpc
 from impasto.runtime.backends import available_backends
-from impasto.runtime.errors import code_of, message_of
-from impasto.runtime.formats.strokes import strokes_from_json
-from impasto.runtime.images import resize
+from impasto.runtime.errors import Unavailable, code_of, from_status, message_of
 from impasto.runtime.ops.paint import MAX_STROKES
-from impasto.runtime.ops.paint_op import output_size, parse_colour
 from impasto.runtime.ops.registry import OpSpec, RunContext, get_op, list_ops
 from impasto.runtime.ops.request import prepare
+from impasto.runtime.server.auth import PRINCIPAL
 from impasto.runtime.server.jobs import JobManager, JobRecord
 from impasto.runtime.server.models import ModelPool
-from impasto.train.brushes import BRUSHES, get_brush, render_strokes
+from impasto.runtime.sidecar.render import check_render
+from impasto.train.brushes import BRUSHES, get_brush
 
 log = logging.getLogger(__name__)
 
-MAX_RENDER_PIXELS = 64 << 20  # 8192 x 8192: about 3 GB of float canvas and buffers at most
+RENDER_WAIT_SECONDS = 30  # how long a render waits for a (re)starting sidecar
 
 
 def version() -> str:
@@ -69,15 +69,15 @@ class Studio:
                                         max_message_bytes=self.max_message_bytes, result_ttl_seconds=self.jobs.result_ttl))
         return reply
 
-    async def submit(self, request: pb.OpRequest, legacy: bool = False) -> JobRecord:
-        """Check the request against its op's definition, then queue it as a job.
+    async def submit(self, request: pb.OpRequest, legacy: bool = False, principal: str | None = None) -> JobRecord:
+        """Check the request against its op's definition, then queue it as a job owned by ``principal``.
 
         Images are measured from their headers here; pixels are decoded only where the op
         runs (the sidecar for torch ops). Raises the taxonomy's InvalidArgument / NotFound.
         """
         spec = get_op(request.op)
         await asyncio.get_running_loop().run_in_executor(None, self._check, spec, request)
-        return self.jobs.submit(spec, request, legacy)
+        return self.jobs.submit(spec, request, legacy, owner=principal)
 
     def _check(self, spec: OpSpec, request: pb.OpRequest) -> None:
         prepare(spec, convert.op_request(request), RunContext(max_side=self.max_side))
@@ -86,41 +86,40 @@ class Studio:
             raise convert.WireError(f"op '{spec.name}' needs model '{missing[0]}', which this server does not serve "
                                     "(export it into the model repository: `impasto export`)")
 
-    async def submit_typed(self, op: str, request) -> JobRecord:
+    async def submit_typed(self, op: str, request, principal: str | None = None) -> JobRecord:
         """A Paint/Texture/Stylize request: the same job as Run, answered with the typed result."""
-        return await self.submit(legacy.to_op_request(op, request), legacy=True)
+        return await self.submit(legacy.to_op_request(op, request), legacy=True, principal=principal)
 
     async def render(self, request: pb.RenderRequest) -> pb.RenderReply:
-        return await asyncio.get_running_loop().run_in_executor(None, self._render, request)
+        """Check the request's headers here, then render in the sidecar (which decodes and allocates).
 
-    def _render(self, request: pb.RenderRequest) -> pb.RenderReply:
-        sf = strokes_from_json(request.strokes_json, "strokes_json")
-        if sf.strokes.shape[0] > MAX_STROKES * 10:
-            raise convert.WireError(f"strokes_json has {sf.strokes.shape[0]} strokes; the limit is {MAX_STROKES * 10}")
-        longer = request.size or max(sf.width, sf.height)
-        if not 1 <= longer <= self.max_side:
-            raise convert.WireError(f"size must be between 1 and {self.max_side}, got {longer}")
-        h, w = output_size(sf.height, sf.width, longer)
-        if h * w > MAX_RENDER_PIXELS:  # Render runs in the server process: keep its memory bounded
-            raise convert.WireError(f"a {w}x{h} render is {h * w / 1e6:.0f} megapixels; the server renders at most "
-                                    f"{MAX_RENDER_PIXELS / 1e6:.0f} (render larger prints locally with `impasto render`)")
-        background = sf.background
-        if request.canvas:
-            background = parse_colour(request.canvas, "canvas")
-        if request.HasField("canvas_image"):
-            background = resize(convert.image_to_tensor(request.canvas_image, "canvas_image", self.max_side), h, w)
-        canvas = render_strokes(get_brush(sf.brush), sf.strokes, h, w, background)
-        return pb.RenderReply(image=convert.png_image(canvas), width=w, height=h)
+        Nothing of the request is decoded in the server process: a small file declaring a
+        huge canvas picture, or a render of gigabytes, can only cost the sidecar.
+        """
+        await asyncio.get_running_loop().run_in_executor(None, check_render, request, self.max_side)
+        sidecar = self.jobs.sidecar
+        try:
+            await asyncio.wait_for(sidecar.ready.wait(), RENDER_WAIT_SECONDS)
+        except TimeoutError:
+            raise Unavailable(f"no sidecar to render in (waited {RENDER_WAIT_SECONDS} s); try again") from None
+        try:
+            return await sidecar.stub.Render(spb.RenderJob(request=request, max_side=self.max_side))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAVAILABLE:
+                raise Unavailable(f"the sidecar went away during the render: {e.details()}") from None
+            raise from_status(e.code().name, e.details() or "") from None
 
-    def job(self, job_id: str) -> pb.Job:
-        return self.jobs.get(job_id).to_proto(self.jobs.result_ttl)
+    # job control: ``principal`` is the caller's (auth.py); another principal's jobs are NOT_FOUND to it
 
-    async def cancel(self, job_id: str) -> pb.Job:
-        record = await self.jobs.cancel(job_id)
+    def job(self, job_id: str, principal: str | None = None) -> pb.Job:
+        return self.jobs.get(job_id, principal).to_proto(self.jobs.result_ttl)
+
+    async def cancel(self, job_id: str, principal: str | None = None) -> pb.Job:
+        record = await self.jobs.cancel(job_id, principal)
         return record.to_proto(self.jobs.result_ttl)
 
-    def list_jobs(self) -> pb.ListJobsReply:
-        return pb.ListJobsReply(jobs=[j.to_proto(self.jobs.result_ttl) for j in self.jobs.jobs.values()])
+    def list_jobs(self, principal: str | None = None) -> pb.ListJobsReply:
+        return pb.ListJobsReply(jobs=[j.to_proto(self.jobs.result_ttl) for j in self.jobs.list(principal)])
 
 
 async def _abort(context, error: Exception):
@@ -145,28 +144,28 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             job = await submit
         except Exception as e:
             await _abort(context, e)
-        async for event in self.studio.jobs.watch(job.id):
+        async for event in self.studio.jobs.watch(job.id, job.owner):
             yield event
 
     async def Run(self, request, context):
-        async for event in self._job(self.studio.submit(request), context):
+        async for event in self._job(self.studio.submit(request, principal=PRINCIPAL.get()), context):
             yield event
 
     async def Paint(self, request, context):
-        async for event in self._job(self.studio.submit_typed("paint", request), context):
+        async for event in self._job(self.studio.submit_typed("paint", request, PRINCIPAL.get()), context):
             yield event
 
     async def Texture(self, request, context):
-        async for event in self._job(self.studio.submit_typed("texture", request), context):
+        async for event in self._job(self.studio.submit_typed("texture", request, PRINCIPAL.get()), context):
             yield event
 
     async def Stylize(self, request, context):
-        async for event in self._job(self.studio.submit_typed("stylize", request), context):
+        async for event in self._job(self.studio.submit_typed("stylize", request, PRINCIPAL.get()), context):
             yield event
 
     async def WatchJob(self, request, context):
         try:
-            events = self.studio.jobs.watch(request.id)
+            events = self.studio.jobs.watch(request.id, PRINCIPAL.get())
             first = await anext(events)
         except Exception as e:
             await _abort(context, e)
@@ -182,15 +181,15 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def GetJob(self, request, context):
         try:
-            return self.studio.job(request.id)
+            return self.studio.job(request.id, PRINCIPAL.get())
         except Exception as e:
             await _abort(context, e)
 
     async def CancelJob(self, request, context):
         try:
-            return await self.studio.cancel(request.id)
+            return await self.studio.cancel(request.id, PRINCIPAL.get())
         except Exception as e:
             await _abort(context, e)
 
     async def ListJobs(self, request, context):
-        return self.studio.list_jobs()
+        return self.studio.list_jobs(PRINCIPAL.get())

@@ -1,7 +1,9 @@
 """The sidecar's gRPC service: run op jobs in worker threads, stream their events, cancel them.
 
 Any op whose definition says ``runs_in="sidecar"`` runs here through the same request path
-as the CLI (:func:`impasto.runtime.ops.request.run_op`); nothing here is op-specific.
+as the CLI (:func:`impasto.runtime.ops.request.run_op`); nothing here is op-specific. The
+Studio Render RPC runs here too (:mod:`impasto.runtime.sidecar.render`): images are decoded
+only in this process, never in the server.
 
 Each job runs in a thread (torch releases the GIL in its kernels); events cross to the
 asyncio loop through a queue. Progress events are throttled (``progress_interval_ms``) and
@@ -26,9 +28,11 @@ from impasto.runtime.api import convert
 from impasto.runtime.api import sidecar_pb2 as spb
 from impasto.runtime.api import sidecar_pb2_grpc
 from impasto.runtime.api import studio_pb2 as pb
+from impasto.runtime.config import DEFAULT_MAX_SIDE
 from impasto.runtime.errors import code_of, message_of
 from impasto.runtime.ops.registry import RunContext, get_op
 from impasto.runtime.ops.request import run_op
+from impasto.runtime.sidecar.render import render
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
         self.flags: dict[str, threading.Event] = {}
         self.running = 0
         self.cache: dict = {}  # per-process state ops keep between jobs (feature networks)
+        # renders (the Render RPC) wait for each other, not for jobs: one at a time bounds their memory
+        self.render_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
 
     async def Status(self, request, context) -> spb.StatusReply:
         return spb.StatusReply(pid=os.getpid(), device=self.device, slots=self.slots, running=self.running)
@@ -56,6 +62,19 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
         if flag is not None:
             flag.set()
         return spb.CancelReply(found=flag is not None)
+
+    async def Render(self, request: spb.RenderJob, context) -> pb.RenderReply:
+        """Render saved strokes (the Studio Render RPC, forwarded by the server); errors keep their status."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self.render_executor, render, request.request, request.max_side or DEFAULT_MAX_SIDE)
+        except torch.OutOfMemoryError as e:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"out of memory on {self.device}: {e}")
+        except Exception as e:
+            code = code_of(e)
+            if code is None:
+                log.exception("render failed")
+            await context.abort(grpc.StatusCode[code or "INTERNAL"], message_of(e))
 
     async def Run(self, request: spb.RunRequest, context):
         if not request.HasField("request"):
