@@ -4,7 +4,7 @@
    concurrent clients (threads, one client each), against a server with dynamic batching
    on and one with it off: requests per second, p50 and p99 latency, mean batch size.
 2. A Render call carrying a 1024 x 1024 RGBA u8 raw image (4 MiB) and no strokes, over
-   gRPC on loopback, against the same work called in-process (``Studio._render``): the
+   gRPC on loopback, against the same work called in-process (``sidecar.render.render``, what the sidecar runs): the
    difference is what the transport costs.
 
     python benchmarks/server.py [--seconds 10]
@@ -74,17 +74,16 @@ def load(address: str, clients: int, seconds: float) -> tuple[float, float, floa
 def round_trip(address: str, repeats: int) -> tuple[float, float]:
     from impasto.runtime.api import studio_pb2 as pb
     from impasto.runtime.client import StudioClient
-    from impasto.runtime.server.studio import Studio
+    from impasto.runtime.sidecar.render import render
 
     data = np.random.default_rng(0).integers(0, 256, (1024, 1024, 4), dtype=np.uint8).tobytes()
     strokes = '{"format":"impasto.strokes","version":1,"brush":"oil","canvas":{"width":1024,"height":1024},"strokes":[]}'
     request = pb.RenderRequest(strokes_json=strokes, canvas_image=pb.Image(raw=pb.RawImage(
         width=1024, height=1024, channels=4, dtype=pb.DTYPE_U8, data=data)))
-    local = Studio(None, None, max_side=16384, max_message_bytes=256 << 20)
 
     with StudioClient(address) as client:
         remote = median_seconds(lambda: client.stub.Render(request), repeats, warmup=1)
-    return median_seconds(lambda: local._render(request), repeats, warmup=1), remote
+    return median_seconds(lambda: render(request, 16384), repeats, warmup=1), remote
 
 
 def main() -> None:
@@ -113,7 +112,7 @@ def main() -> None:
         print()
         print("| Render, 1024 x 1024 RGBA u8 canvas, no strokes | median ms |")
         print("|---|---:|")
-        print(f"| in-process (Studio._render) | {inproc * 1e3:.1f} |")
+        print(f"| in-process (sidecar render) | {inproc * 1e3:.1f} |")
         print(f"| gRPC on loopback | {remote * 1e3:.1f} |")
         print(f"| transport overhead | {(remote - inproc) * 1e3:.1f} |")
 
