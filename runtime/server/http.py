@@ -32,7 +32,7 @@ from google.protobuf.message import Message
 from impasto.runtime.api import legacy
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api.convert import WireError
-from impasto.runtime.errors import ResourceExhausted, code_of, elide, http_status, message_of
+from impasto.runtime.errors import code_of, elide, http_status, message_of
 from impasto.runtime.formats.jsontext import load_json
 from impasto.runtime.server.auth import OPEN_HTTP_PATHS, Principals
 from impasto.runtime.server.kserve_http import KServeRoutes
@@ -93,8 +93,8 @@ async def _read_parts(request: web.Request) -> tuple[bytes | None, dict[str, byt
     """The ``request`` part and the other parts, by name, of a multipart body.
 
     Every way a body can break its framing (no or wrong boundary, truncated, nested
-    multipart, parts without names or named twice, more bytes than the message limit) is
-    an InvalidArgument (ResourceExhausted for the size) naming what is wrong.
+    multipart, parts without names or named twice) is an InvalidArgument naming what is wrong;
+    more bytes than the message limit raise aiohttp's 413, which the middleware answers.
     """
     body, parts, total = None, {}, 0
     limit = request.client_max_size
@@ -119,11 +119,8 @@ async def _read_parts(request: web.Request) -> tuple[bytes | None, dict[str, byt
                 body = data
             else:
                 parts[name] = data
-    except web.HTTPRequestEntityTooLarge:
-        raise ResourceExhausted(f"request body is over the limit of {limit / (1 << 20):.0f} MB "
-                                "(the server's --max-message-mb)") from None
-    except (WireError, ConnectionError):
-        raise
+    except (web.HTTPRequestEntityTooLarge, WireError, ConnectionError):
+        raise  # the size limit is answered by the middleware, like every route's
     except Exception as e:  # aiohttp's framing errors (ValueError, AssertionError, ...): the body's fault
         raise WireError(f"request body is not valid multipart/form-data ({type(e).__name__}: {e})") from None
     return body, parts
@@ -140,11 +137,7 @@ async def _read_request(request: web.Request, message: Message, image_fields: tu
         body, parts = await _read_parts(request)
         what = "multipart part 'request'"
     else:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ResourceExhausted(f"request body is over the limit of {request.client_max_size / (1 << 20):.0f} MB "
-                                    "(the server's --max-message-mb)") from None
+        body = await request.read()
         what = "request body"
     data = load_json(body, what, want=dict) if body else {}
     try:
@@ -197,6 +190,10 @@ class HttpApi:
                     return error_response(code, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
             request["principal"] = principal  # whose jobs this request may see (None: no tokens, everyone's)
             return await handler(request)
+        except web.HTTPRequestEntityTooLarge:  # raised by any handler's body read (and by _read_parts)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            return error_response(code, f"the request body is over the server's message limit of "
+                                        f"{request.client_max_size} bytes (--max-message-mb)")
         except web.HTTPException:
             raise
         except Exception as e:

@@ -32,7 +32,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from impasto.runtime.api.convert import WireError
-from impasto.runtime.errors import NotFound, ResourceExhausted
+from impasto.runtime.errors import NotFound
 from impasto.runtime.server import kserve
 from impasto.runtime.server import kserve_tensors as tensors
 from impasto.runtime.server.models import ModelPool, ServedModel
@@ -241,11 +241,7 @@ class KServeRoutes:
     async def infer(self, request):
         m = self._model(request)
         with m.batcher.arriving():  # a batch forming now may wait for this request (at most its queue delay)
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise ResourceExhausted(f"the infer request body is over the server's message limit of "
-                                        f"{self.max_bytes} bytes (--max-message-mb)") from None
+            body = await request.read()  # over the message limit: the HTTP API's middleware answers 429
         parsed, binary = parse_infer_body(body, request.headers.get(HEADER))
         request_id = parsed.get("id", "")
         if not isinstance(request_id, str):
