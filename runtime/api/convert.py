@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.errors import InvalidArgument
-from impasto.runtime.formats.jsontext import MAX_DEPTH
+from impasto.runtime.formats.jsontext import MAX_DEPTH, json_depth
 from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, encode_png, image_size, pixel_limit
 from impasto.runtime.ops.registry import OpOutcome, OpSpec
 from impasto.runtime.ops.request import OpRequest
@@ -166,31 +166,14 @@ class WireImage:
         return image_to_tensor(self.msg, label, max_side)
 
 
-def struct_depth(value: struct_pb2.Struct | struct_pb2.Value, limit: int = MAX_DEPTH) -> int:
-    """How deeply a Struct's lists and objects nest (as its JSON would), counted without recursion up to ``limit + 1``."""
-    deepest = 0
-    stack = [(value, 0)]
-    while stack and deepest <= limit:
-        item, depth = stack.pop()
-        if isinstance(item, struct_pb2.Value):
-            kind = item.WhichOneof("kind")
-            item = item.struct_value if kind == "struct_value" else item.list_value if kind == "list_value" else None
-        if isinstance(item, struct_pb2.Struct):
-            children = item.fields.values()
-        elif isinstance(item, struct_pb2.ListValue):
-            children = item.values
-        else:
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def op_request(msg: pb.OpRequest) -> OpRequest:
     """The op request a wire message carries (images stay encoded until decoded by the op's run)."""
-    if msg.HasField("options") and struct_depth(msg.options) > MAX_DEPTH:
+    try:  # a Struct off the wire nests at most as deep as protobuf's decoder allows (about 45 levels)
+        options = json_format.MessageToDict(msg.options) if msg.HasField("options") else {}
+    except RecursionError:
+        options = None
+    if options is None or json_depth(options) > MAX_DEPTH:
         raise WireError(f"options: nested too deeply; the limit is {MAX_DEPTH} levels")
-    options = json_format.MessageToDict(msg.options) if msg.HasField("options") else {}
     return OpRequest(msg.op, {name: WireImage(image) for name, image in msg.images.items()}, options,
                      set(msg.outputs))
 

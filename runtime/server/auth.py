@@ -137,10 +137,3 @@ def check_bind(host: str, token: str | None, tls: bool, insecure: bool) -> None:
         f"listening on {host} (beyond loopback) needs --token (or IMPASTO_TOKEN) or --token-file, or --tls-cert and "
         "--tls-key, or --insecure to accept unauthenticated connections"
     )
-
-
-def token_ok(header: str | None, token: str | None) -> bool:
-    """Whether an ``authorization`` header carries ``token`` (always true when no token is set)."""
-    if not token:
-        return True
-    return Principals({DEFAULT_PRINCIPAL: token}).identify(header) is not None
