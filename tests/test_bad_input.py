@@ -203,6 +203,19 @@ def test_deeply_nested_json_is_refused_naming_the_field(server, tmp_path):
         with pytest.raises(grpc.RpcError) as info:
             list(client.stub.Run(run))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "options: nested too deeply" in info.value.details()
+        for _ in range(30):  # 70 levels: past protobuf's own decoding limit, so the server cannot even read the request
+            nested = [nested]
+        run.options.update({"brush": nested})
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.stub.Run(run))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+        assert info.value.details().startswith("the Run request could not be decoded: a message or a Struct value "
+                                               "(such as options) nests deeper than protobuf's limit of 100 levels")
+        raw = client.channel.unary_unary("/impasto.v1.Studio/GetJob", request_serializer=bytes)
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\x0a\xff\xff\xff\xff\xff")  # field 1, length-delimited, with a length past the end
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "GetJob request could not be decoded" in info.value.details()
+        assert client.capabilities().ops, "the server kept serving"
     for path, body, field in (("/v1/render", DEEP.encode(), "request body"),
                               ("/v1/render", json.dumps({"strokesJson": DEEP}).encode(), "strokes_json"),
                               ("/v1/ops/paint", b'{"options": {"a": ' + b"{\"b\": " * 300 + b"1" + b"}" * 301 + b"}",

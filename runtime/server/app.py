@@ -37,6 +37,7 @@ from impasto.runtime.server.supervisor import Sidecar
 log = logging.getLogger(__name__)
 
 SIDECAR_SERVICES = ("", "impasto.v1.Studio")  # health names that follow the sidecar (KServe models run in-process)
+PROTOBUF_DEPTH = 100  # protobuf's default recursion limit when decoding (a Struct level takes two: Value, then Struct/ListValue)
 
 
 class PortInUse(FailedPrecondition):
@@ -104,8 +105,50 @@ class ServerConfig:
             raise ValueError("ports must be between 0 and 65535 (--http-port -1: no HTTP listener)")
 
 
+class _Undecodable:
+    """What a request deserializer returns for bytes protobuf cannot decode; the handler answers INVALID_ARGUMENT.
+
+    gRPC calls the deserializer outside any handler, where an exception becomes UNKNOWN with
+    no message; returning this marker instead lets the wrapped handler abort with a clear one.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def _tolerant(deserializer, method: str):
+    """``deserializer`` that returns :class:`_Undecodable` instead of raising (protobuf's depth limit, bad bytes)."""
+    if deserializer is None:
+        return None
+    name = method.rsplit("/", 1)[-1]
+
+    def decode(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as e:  # google.protobuf.message.DecodeError, RecursionError in pure-Python protobuf
+            log.debug("undecodable %s request: %s", method, e)
+            return _Undecodable(
+                f"the {name} request could not be decoded: a message or a Struct value (such as options) nests "
+                f"deeper than protobuf's limit of {PROTOBUF_DEPTH} levels, or the bytes are not a valid message")
+
+    return decode
+
+
+async def _refuse_undecodable(request, context) -> None:
+    if isinstance(request, _Undecodable):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+
+
+async def _checked_stream(requests, context):
+    """A client stream whose undecodable message ends the call with INVALID_ARGUMENT."""
+    async for request in requests:
+        await _refuse_undecodable(request, context)
+        yield request
+
+
 class _Interceptor(grpc.aio.ServerInterceptor):
-    """Checks the bearer token, names the caller's principal (``auth.PRINCIPAL``), records every call's status and latency."""
+    """Checks the bearer token, names the caller's principal (``auth.PRINCIPAL``), records every call's status and
+    latency, and answers a request protobuf cannot decode with INVALID_ARGUMENT (gRPC alone says UNKNOWN)."""
 
     def __init__(self, principals: Principals, metrics: Metrics):
         self.principals = principals
@@ -120,6 +163,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         principal = self.principals.identify(metadata.get("authorization")) if self.principals.required else None
         allowed = method.startswith(OPEN_GRPC_METHODS) or not self.principals.required or principal is not None
         metrics = self.metrics
+        decode = _tolerant(handler.request_deserializer, method)
 
         async def guard(context) -> None:
             PRINCIPAL.set(principal)  # this call's task: the handler reads it
@@ -139,6 +183,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 start, error = time.perf_counter(), None
                 try:
                     await guard(context)
+                    await _refuse_undecodable(request, context)
                     return await inner(request, context)
                 except BaseException as e:
                     error = e
@@ -146,14 +191,18 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                 finally:
                     record(context, start, error)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer, handler.response_serializer)
-        def streaming(inner):
+            return grpc.unary_unary_rpc_method_handler(unary_unary, decode, handler.response_serializer)
+        def streaming(inner, client_streams: bool):
             """The same wrapper for server-streaming and bidirectional calls (first argument: request or iterator)."""
 
             async def wrapped(request, context):
                 start, error = time.perf_counter(), None
                 try:
                     await guard(context)
+                    if client_streams:
+                        request = _checked_stream(request, context)
+                    else:
+                        await _refuse_undecodable(request, context)
                     async for item in inner(request, context):
                         yield item
                 except BaseException as e:
@@ -165,10 +214,10 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             return wrapped
 
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), handler.request_deserializer,
+            return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream, False), decode,
                                                         handler.response_serializer)
         if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), handler.request_deserializer,
+            return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream, True), decode,
                                                          handler.response_serializer)
         return handler  # stream-unary: none in impasto's services
 

@@ -355,7 +355,8 @@ class JobManager:
                 return
             job.state, job.started = pb.RUNNING, time.time()
             self._append(job, started=pb.Started(worker=f"engine/{job.spec.name}"))
-            ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress)
+            ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress,
+                             model_parameters=lambda model: self.models.get(model).info.parameters)
             try:
                 outcome = await loop.run_in_executor(None, run_op, job.spec, convert.op_request(job.request), ctx)
             except _Stopped:

@@ -60,7 +60,8 @@ class Studio:
         for name in BRUSHES:
             reply.brushes.add(name=name, fields=list(get_brush(name).schema.fields))
         for name, m in sorted(self.models.models.items()):
-            reply.models.add(name=name, backend=m.backend.name, description=m.info.parameters.get("impasto.description", ""))
+            reply.models.add(name=name, backend=m.backend.name, description=m.info.parameters.get("impasto.description", ""),
+                             parameters=m.info.parameters)
         for name, why in available_backends().items():
             reply.backends.add(name=name, available=not why, reason=why)
         status = self.jobs.sidecar.status

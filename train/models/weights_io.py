@@ -1,4 +1,5 @@
-"""Saving and loading renderer weights as safetensors (fp16 on disk, config in the metadata)."""
+"""Saving and loading model weights as safetensors (fp16 on disk where parity holds; config, label table and
+metrics in the metadata): stroke renderers, semantic generators (SPADE) and segmenters."""
 
 from __future__ import annotations
 
@@ -15,19 +16,28 @@ from impasto.train.models.renderer import RendererConfig, StrokeRenderer, build_
 SHIPPED_DIR = "weights"
 
 
-def save_renderer(model: StrokeRenderer, path: str | Path, *, fp16: bool = True, metrics: dict | None = None) -> Path:
-    """Write ``model``'s weights (floating tensors in fp16 when ``fp16``) and its config to ``path``."""
+def write_weights(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, str], *, fp16: bool) -> Path:
+    """Write ``state`` (floating tensors as fp16 when ``fp16``) with ``meta`` to ``path`` as safetensors, atomically.
+
+    Every model family's save function ends here: a temporary file beside ``path``, renamed
+    over it, so a crash never leaves a half-written weights file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {}
-    for k, v in model.state_dict().items():
+    stored = {}
+    for k, v in state.items():
         v = v.detach().cpu().contiguous()
-        state[k] = v.half() if fp16 and v.is_floating_point() else v
-    meta = {"config": json.dumps(model.config.to_dict()), "metrics": json.dumps(metrics or {})}
+        stored[k] = v.half() if fp16 and v.is_floating_point() else v
     tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
+    save_file(stored, str(tmp), metadata=meta)
     tmp.replace(path)
     return path
+
+
+def save_renderer(model: StrokeRenderer, path: str | Path, *, fp16: bool = True, metrics: dict | None = None) -> Path:
+    """Write ``model``'s weights (floating tensors in fp16 when ``fp16``) and its config to ``path``."""
+    meta = {"config": json.dumps(model.config.to_dict()), "metrics": json.dumps(metrics or {})}
+    return write_weights(path, model.state_dict(), meta, fp16=fp16)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -65,3 +75,177 @@ def load_shipped_renderer(brush: str, device: str | torch.device = "cpu") -> Str
             f"train one with `impasto train renderer --brush {brush}`"
         )
     return load_renderer(path, device)
+
+
+# -- semantic synthesis (SPADE) ---------------------------------------------------------------------
+# One file holds the generator (the EMA weights a trainer keeps), the style encoder when the
+# model has one, the config and the label table, so that export and every interface read label
+# maps the way the model was trained. Spectral norm is folded before saving: the file holds
+# plain convolution weights and its config says ``spectral: false``.
+
+SEMANTIC_KIND = "semantic"
+
+
+def save_semantic(
+    path: str | Path,
+    generator: torch.nn.Module,
+    config,
+    table,
+    *,
+    encoder: torch.nn.Module | None = None,
+    fp16: bool = True,
+    metrics: dict | None = None,
+) -> Path:
+    """Write a semantic generator (and its style encoder) with ``config`` and label ``table`` to ``path``.
+
+    ``generator``/``encoder`` are copied and their spectral norm folded; the modules passed in
+    are left as they are (training can go on). Floating tensors are stored in fp16 when ``fp16``.
+    """
+    from dataclasses import replace
+
+    if len(table) != config.num_classes:
+        raise ValueError(f"the label table has {len(table)} labels but the model has {config.num_classes} classes")
+    if config.use_encoder != (encoder is not None):
+        raise ValueError("pass the style encoder exactly when the config says use_encoder")
+    state = {}
+    for prefix, module in (("generator.", generator), ("encoder.", encoder)):
+        if module is not None:
+            state.update({prefix + k: v for k, v in folded_state_dict(module).items()})
+    meta = {
+        "kind": json.dumps(SEMANTIC_KIND),  # every value is JSON, as read_metadata expects
+        "config": json.dumps(replace(config, spectral=False).to_dict()),
+        "labels": table.to_json(),
+        "metrics": json.dumps(metrics or {}),
+    }
+    return write_weights(path, state, meta, fp16=fp16)
+
+
+def folded_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state with every parametrized weight (spectral norm) as the plain weight it gives.
+
+    Computed in eval mode (no power iteration), without touching ``module``: folding a deep
+    copy instead would break the original, because a copy shares the parametrized layers'
+    generated classes, from which ``remove_parametrizations`` deletes the weight property.
+    """
+    from torch.nn.utils import parametrize
+
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            state = {k: v for k, v in module.state_dict().items() if ".parametrizations." not in f".{k}"}
+            for name, m in module.named_modules():
+                if parametrize.is_parametrized(m, "weight"):
+                    state[f"{name}.weight" if name else "weight"] = m.weight.detach().clone()
+    finally:
+        module.train(training)
+    return state
+
+
+def _semantic_file(path: Path):
+    """(config, table, tensors) of a semantic weights file, with errors that name the file."""
+    from impasto.train.data.labels import LabelTable
+    from impasto.train.models.spade import SemanticConfig
+
+    if not path.is_file():
+        raise FileNotFoundError(f"semantic model weights not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("kind") != json.dumps(SEMANTIC_KIND) or "config" not in meta or "labels" not in meta:
+        raise ValueError(f"{path} is not an impasto semantic model file (its metadata has no kind/config/labels)")
+    config = SemanticConfig.from_dict(json.loads(meta["config"]))
+    table = LabelTable.from_json(meta["labels"], f"the label table of {path}")
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    return config, table, tensors
+
+
+def _load_part(tensors: dict, prefix: str, module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the {prefix.rstrip('.')} weights do not fit the stored config: {e}") from None
+    return module.eval()
+
+
+def load_semantic(path: str | Path, device: str | torch.device = "cpu"):
+    """(generator, config, table) from a file written by :func:`save_semantic`; float32, eval mode."""
+    from impasto.train.models.spade import build_generator
+
+    path = Path(path)
+    config, table, tensors = _semantic_file(path)
+    generator = _load_part(tensors, "generator.", build_generator(config), path)
+    return generator.to(device), config, table
+
+
+def load_semantic_encoder(path: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The style encoder stored in a semantic model file; ValueError when the model has none."""
+    from impasto.train.models.spade import style_encoder
+
+    path = Path(path)
+    config, _, tensors = _semantic_file(path)
+    if not config.use_encoder:
+        raise ValueError(f"{path} holds no style encoder (the model was trained without one)")
+    return _load_part(tensors, "encoder.", style_encoder(config), path).to(device)
+
+
+def shipped_semantic_path(dataset: str = "landscape") -> Path:
+    """Where the package keeps the demo semantic model trained on ``dataset``."""
+    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"semantic_{dataset}.safetensors")))
+
+
+def require_shipped_semantic(dataset: str = "landscape") -> Path:
+    """The shipped semantic weights for ``dataset``, or FileNotFoundError saying how to make them."""
+    path = shipped_semantic_path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no semantic demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
+            f"`impasto data build semantic`, train with `impasto train semantic`, then export the result with "
+            f"`impasto export semantic_{dataset} --checkpoint FILE.safetensors`"
+        )
+    return path
+
+
+# -- the evaluation segmenter -----------------------------------------------------------------------
+# The segmenter that scores semantic generators (SPADE's protocol) is a measuring instrument:
+# it is stored in float32 by default, with its config, the label table it predicts and the
+# scores it reached on real held-out images (the upper bound reported next to generated ones).
+
+SEGMENTER_KIND = "segmenter"
+
+
+def save_segmenter(path: str | Path, model: torch.nn.Module, table, *, fp16: bool = False,
+                   metrics: dict | None = None) -> Path:
+    """Write a segmenter (:mod:`impasto.train.models.segmenter`) with its config and label ``table``, atomically."""
+    if len(table) != model.config.num_classes:
+        raise ValueError(f"the label table has {len(table)} labels but the segmenter has "
+                         f"{model.config.num_classes} classes")
+    meta = {
+        "kind": json.dumps(SEGMENTER_KIND),
+        "config": json.dumps(model.config.to_dict()),
+        "labels": table.to_json(),
+        "metrics": json.dumps(metrics or {}),
+    }
+    return write_weights(path, model.state_dict(), meta, fp16=fp16)
+
+
+def load_segmenter(path: str | Path, device: str | torch.device = "cpu"):
+    """(segmenter, table) from a file written by :func:`save_segmenter`; float32, eval mode."""
+    from impasto.train.data.labels import LabelTable
+    from impasto.train.models.segmenter import SegmenterConfig, build_segmenter
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"segmenter weights not found: {path} (train one with `impasto train segmenter`)")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("kind") != json.dumps(SEGMENTER_KIND) or "config" not in meta or "labels" not in meta:
+        raise ValueError(f"{path} is not an impasto segmenter file (its metadata has no kind/config/labels)")
+    model = build_segmenter(SegmenterConfig.from_dict(json.loads(meta["config"])))
+    table = LabelTable.from_json(meta["labels"], f"the label table of {path}")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the segmenter weights do not fit the stored config: {e}") from None
+    return model.to(device).eval(), table

@@ -22,9 +22,16 @@ import tempfile
 from dataclasses import dataclass, field
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    PointerProperty,
+    StringProperty,
+)
 
-from . import forms, images, jobs
+from . import forms, images, jobs, labels
 from .impasto_http import ImpastoClient
 
 
@@ -154,6 +161,7 @@ class Delivery:
     in_place: bool = False
     make_material: bool = False
     obj: str = ""  # the active object at launch (for the material)
+    note: str = ""  # what was done to the inputs on the way out (label pixels snapped)
     made: list[str] = field(default_factory=list)
 
 
@@ -203,6 +211,17 @@ class IMPASTO_OT_run(_Launcher):
                 self.report({"ERROR"}, str(e))
                 return {"CANCELLED"}
             chosen[slot.name] = image
+        snapped = ""
+        if labels.has_labels(info) and sent:  # label maps: sides checked, stray (anti-aliased) colours snapped
+            palette = op_palette(s, info)
+            for slot in s.images:
+                if slot.role == "labels" and slot.name in sent and palette is not None:
+                    try:
+                        sent[slot.name], moved = labels.label_image(chosen[slot.name], palette)
+                    except ValueError as e:
+                        self.report({"ERROR"}, str(e))
+                        return {"CANCELLED"}
+                    snapped = f"{moved} label pixels snapped to the palette" if moved else snapped
         source = chosen.get(primary) or next(iter(chosen.values()), None)
         options = forms.values(s)
         wanted = [o.name for o in s.outputs if o.on_request and o.wanted]
@@ -211,9 +230,35 @@ class IMPASTO_OT_run(_Launcher):
                             [(o.name, o.kind, o.place, o.filename, o.on_request and o.wanted)
                              for o in s.outputs if not o.on_request or o.wanted],
                             in_place=s.in_place and primary in chosen, make_material=s.make_material,
-                            obj=active.name if active else "")
+                            obj=active.name if active else "", note=snapped)
         return self.launch(context, jobs.Job(op, client(), lambda c: c.run_events(op, sent, options, wanted),
                                              lambda result: deliver(result, delivery)))
+
+
+def op_palette(s, info: dict) -> labels.Palette | None:
+    """The label palette of the model the form will run (its ``model`` option, else the op's first model)."""
+    model = s.options.get("model")
+    return labels.palette_of(capabilities(s), info, str(model.value()) if model is not None else "")
+
+
+class IMPASTO_OT_label_palette(bpy.types.Operator):
+    bl_idname = "impasto.label_palette"
+    bl_label = "Label palette"
+    bl_description = "Make the model's labels a palette for texture painting (paint label maps with these colours)"
+
+    def execute(self, context):
+        s = context.scene.impasto
+        info = forms.op_info(capabilities(s), s.form_op)
+        palette = op_palette(s, info) if info else None
+        if palette is None:
+            self.report({"ERROR"}, "the server publishes no label table for this op's model")
+            return {"CANCELLED"}
+        made = labels.make_palette(palette)
+        paint = getattr(context.tool_settings, "image_paint", None)
+        if paint is not None:
+            paint.palette = made
+        s.message = f"palette '{made.name}': {', '.join(palette.names)} (texture paint uses it)"
+        return {"FINISHED"}
 
 
 class IMPASTO_OT_cancel(bpy.types.Operator):
@@ -263,7 +308,7 @@ def deliver(result: dict, d: Delivery) -> str:
             with open(path, "wb") as f:
                 f.write(result["files"][name])
             d.made.append(f"file {path}")
-    numbers = ", ".join(f"{k} {v:g}" for k, v in result.get("numbers", {}).items())
+    numbers = ", ".join([f"{k} {v:g}" for k, v in result.get("numbers", {}).items()] + ([d.note] if d.note else []))
     return f"{d.op}: {'; '.join(d.made) or 'done'}" + (f" ({numbers})" if numbers else "")
 
 
@@ -349,11 +394,13 @@ def draw_form(layout, s, info: dict) -> None:
         col.prop(s, "in_place")
     if "texture" in places:
         col.prop(s, "make_material")
+    if labels.has_labels(info) and op_palette(s, info) is not None:
+        col.operator("impasto.label_palette", icon="COLOR")
     layout.operator("impasto.run", text=f"Run {forms.label(info['name'])}", icon="PLAY")
 
 
 CLASSES = (*forms.CLASSES, ImpastoPreferences, ImpastoSettings, IMPASTO_OT_connect, IMPASTO_OT_run, IMPASTO_OT_cancel,
-           IMPASTO_PT_image, IMPASTO_PT_shader)
+           IMPASTO_OT_label_palette, IMPASTO_PT_image, IMPASTO_PT_shader)
 
 
 def register() -> None:

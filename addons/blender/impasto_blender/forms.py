@@ -23,7 +23,14 @@ import json
 import math
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # Blender's IntProperty is 32-bit
 VALUE_PROP = {"int": "int_value", "float": "float_value", "bool": "bool_value", "string": "string_value"}
@@ -58,9 +65,11 @@ def texture_ops(caps: dict) -> list[dict]:
 
 
 def primary_slot(info: dict) -> str | None:
-    """The slot that takes the Image Editor's image when left empty: the first required image-role slot."""
-    return next((s["name"] for s in info.get("images", []) if s.get("required") and (s.get("role") or "image") == "image"),
-                None)
+    """The slot that takes the Image Editor's image when left empty: the first required image-role slot,
+    else the first required slot (e.g. semantic's label map)."""
+    required = [s for s in info.get("images", []) if s.get("required")]
+    return next((s["name"] for s in required if (s.get("role") or "image") == "image"),
+                required[0]["name"] if required else None)
 
 
 def label(name: str) -> str:

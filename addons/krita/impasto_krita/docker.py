@@ -28,6 +28,7 @@ from . import document
 from .forms import OpForm, job_ops, snake_keys
 from .impasto_http import ImpastoClient
 from .jobs import CallThread, JobThread
+from .live import LiveMode
 
 SETTINGS = "impasto"
 
@@ -78,7 +79,7 @@ class ImpastoDocker(DockWidget):
         outer.addLayout(bottom)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
+        self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -92,6 +93,8 @@ class ImpastoDocker(DockWidget):
         bottom.addRow(self.progress)
         bottom.addRow(self.message)
         self.setWidget(root)
+        self.live = LiveMode(self.run_live, lambda: self.thread is not None, parent=self)
+        self.live_form: OpForm | None = None  # the form whose Live box is on
 
     # --- server ---------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class ImpastoDocker(DockWidget):
         """Build one form per op the server runs as a job (keeping the chosen op if it is still there)."""
         self.capabilities = capabilities = snake_keys(capabilities)
         chosen = self.op.currentText()
+        self.stop_live()
         self.op.blockSignals(True)
         self.op.clear()
         for form in self.forms.values():
@@ -119,7 +123,9 @@ class ImpastoDocker(DockWidget):
             form.deleteLater()
         self.forms = {}
         for info in job_ops(capabilities):
-            form = self.forms[info["name"]] = OpForm(info)
+            form = self.forms[info["name"]] = OpForm(info, models=capabilities.get("models", []))
+            if form.live is not None:
+                form.live.toggled.connect(lambda on, f=form: self.live_toggled(f, on))
             self.stack.addWidget(form)
             self.op.addItem(info["name"])
             self.op.setItemData(self.op.count() - 1, info.get("help", ""), Qt.ToolTipRole)
@@ -149,20 +155,62 @@ class ImpastoDocker(DockWidget):
         form = self.form
         if form is not None:
             self.stack.setCurrentWidget(form)
+        if self.live_form is not None and self.live_form is not form:
+            self.stop_live()  # live mode belongs to the form on show
+
+    # --- live mode (live.py) ------------------------------------------------------------------
+
+    def live_toggled(self, form: OpForm, on: bool) -> None:
+        """Live on: watch the active layer of the active document; off: stop watching."""
+        if not on:
+            if self.live_form is form:
+                self.live.stop()
+                self.live_form = None
+            return
+        doc = Krita.instance().activeDocument()
+        node = doc.activeNode() if doc is not None else None
+        if node is None or node.type() != "paintlayer":
+            form.live.setChecked(False)
+            self.message.setText("live: select the paint layer with the labels first")
+            return
+        self.live_form = form
+        self.live.start(doc, node)
+        self.message.setText(f"live: watching '{node.name()}'")
+
+    def stop_live(self) -> None:
+        form, self.live_form = self.live_form, None
+        self.live.stop()
+        if form is not None and form.live is not None:
+            form.live.blockSignals(True)
+            form.live.setChecked(False)
+            form.live.blockSignals(False)
+
+    def run_live(self) -> None:
+        if self.live_form is not None:
+            self.run(self.live_form, self.live.doc, self.live.node, live=True)
 
     # --- a job ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        form = self.form
+    def run(self, form: OpForm | None = None, doc=None, source=None, live: bool = False) -> None:
+        """Run ``form`` (the chosen op's) on ``source`` (the active layer) of ``doc`` (the active document).
+
+        ``live``: started by live mode; the result replaces the previous live result layer.
+        """
+        form = form or self.form
         if form is None:
             self.message.setText("press Connect first: the operations come from the server")
             return
-        doc = Krita.instance().activeDocument()
-        try:
-            request = form.request(doc, doc.activeNode() if doc is not None else None)
-        except document.UnsupportedDocument as e:
-            self.message.setText(str(e))
+        if self.thread is not None:
+            self.message.setText("a job is running: wait for it or cancel it")
             return
+        doc = doc if doc is not None else Krita.instance().activeDocument()
+        try:
+            request = form.request(doc, source if source is not None else doc.activeNode() if doc is not None else None)
+        except document.UnsupportedDocument as e:
+            self.message.setText(f"live: {e}" if live else str(e))
+            return
+        if live:
+            request.live, request.name = True, f"impasto {request.op} (live)"
         self.doc, self.job, self.started = doc, request, time.monotonic()
         self.thread = JobThread(self.client(), request.start, self)
         self.thread.event.connect(self.on_event)
@@ -211,12 +259,16 @@ class ImpastoDocker(DockWidget):
         job = self.job
         try:
             document.remove_preview_layer(self.doc)
+            if job.live:  # the new live result takes the place of the previous one
+                document.remove_layers_named(self.doc, job.name)
             added = job.place(self.doc, result)
             self.progress.setValue(self.progress.maximum())
             seconds = time.monotonic() - self.started
             if added:
                 more = "".join(f", '{a}'" for a in added[1:])
-                self.message.setText(f"done: layer '{added[0]}'{more} ({seconds:.0f} s)")
+                snapped = f"; {job.snapped} stray label pixels snapped to the palette" if job.snapped else ""
+                done = "live: updated" if job.live else "done:"
+                self.message.setText(f"{done} layer '{added[0]}'{more} ({seconds:.1f} s{snapped})")
             else:
                 self.message.setText(f"done, but the result has nothing to put in the document ({seconds:.0f} s)")
         except document.UnsupportedDocument as e:

@@ -173,6 +173,24 @@ def remove_preview_layer(doc, name: str = "impasto preview") -> None:
         doc.refreshProjection()
 
 
+def remove_layers_named(doc, name: str) -> int:
+    """Remove every layer called ``name``, in groups too (a previous live result); how many went."""
+    found = []
+
+    def walk(node):
+        for child in node.childNodes():
+            (found.append if child.name() == name else walk)(child)
+
+    if doc is not None:
+        walk(doc.rootNode())
+    for node in found:
+        node.remove()
+    gone = len(found)
+    if gone:
+        doc.refreshProjection()
+    return gone
+
+
 def add_vector_layer(doc, source, svg: str, name: str):
     """The strokes as a vector layer (SVG shapes) above ``source``."""
     layer = _add_above(doc, source, doc.createVectorLayer(name))

@@ -15,33 +15,22 @@ with its form and no new add-on release. The rules:
 - outputs made only on request (``on_request``): a check box each.
 
 :meth:`OpForm.set` / :meth:`OpForm.get` reach any of these by name (scripts, tests), and
-:meth:`OpForm.describe` reads the widgets back, to check them against Capabilities.
+:meth:`OpForm.describe` reads the widgets back, to check them against Capabilities. The
+widgets of single options and slots are in ``fields.py``; an op with a ``labels`` slot also
+gets its model's palette (``swatches.py``), snapping of stray colours and a Live check box.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from krita import Krita
-from PyQt5.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QPushButton,
-    QSpinBox,
-    QWidget,
-)
+from PyQt5.QtWidgets import QCheckBox, QFormLayout, QLabel, QWidget
 
-from . import document
+from . import document, labels
+from .fields import OptionField, SelectionField, SlotField
+from .swatches import PaletteField
 
-INT32 = 2**31 - 1
-UNBOUNDED = 1e15  # a float spin box's range when Capabilities gives none (Qt needs numbers)
 DOCUMENT_SIZED = ("size", "width", "height")  # int options that follow the document until set by hand
 PLACES = {"layer": "new layer", "texture": "new layer", "vector": "vector layer", "file": "file"}  # files go beside the document
 
@@ -60,313 +49,6 @@ def job_ops(capabilities: dict) -> list[dict]:
     return [op for op in capabilities.get("ops", []) if op.get("job")]
 
 
-def parse_value(kind: str, text) -> object:
-    """An option's default (Capabilities sends it as text) as a value of its type."""
-    text = "" if text is None else str(text)
-    try:
-        if kind == "int":
-            return int(float(text)) if text else 0
-        if kind == "float":
-            return float(text) if text else 0.0
-    except ValueError:
-        return 0 if kind == "int" else 0.0
-    if kind == "bool":
-        return text.strip().lower() in ("true", "1", "yes", "on")
-    return text
-
-
-def option_range(info: dict) -> tuple[float | None, float | None]:
-    """(min, max) of a numeric option; None where there is no bound.
-
-    Protobuf's JSON leaves out zeros: a missing ``min`` next to a ``max`` is 0; without
-    either, or with a ``max`` not above ``min``, that side is open.
-    """
-    def number(key):
-        value = info.get(key)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            return None
-        return value if math.isfinite(value) else None
-
-    lo, hi = number("min"), number("max")
-    if lo is None and hi is None:
-        return None, None
-    if lo is None:
-        lo = 0.0
-    if hi is not None and hi <= lo:
-        hi = None
-    return lo, hi
-
-
-def _decimals(x: float) -> int:
-    """Decimal places that show ``x`` exactly (at most 10)."""
-    for k in range(11):
-        if abs(round(x, k) - x) <= 1e-12 * max(1.0, abs(x)):
-            return k
-    return 10
-
-
-def float_step(default: float) -> float:
-    """One click of a decimal spin box: a tenth of the default's order of magnitude (0.1 for 0)."""
-    if default == 0:
-        return 0.1
-    order = math.floor(math.log10(abs(default)))
-    return 10.0 ** (order - 1 if abs(default) >= 1 else order)
-
-
-# --- fields: one widget (or row) each, with a value --------------------------------------------
-
-
-class OptionField:
-    """One option's widget; ``pinned`` once the user (or :meth:`OpForm.set`) changed it."""
-
-    def __init__(self, info: dict):
-        self.info = info
-        self.name = info["name"]
-        self.type = info.get("type") or "string"
-        self.default = parse_value(self.type, info.get("default", ""))
-        self.pinned = False
-        self.widget = self._make()
-        self.widget.setMinimumWidth(60)  # long ranges and choices must not widen the docker
-        if isinstance(self.widget, QComboBox):
-            self.widget.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-            self.widget.setMinimumContentsLength(6)
-        self.widget.setToolTip(info.get("help", ""))
-        self.widget.setObjectName(f"option_{self.name}")
-        self._signal().connect(self._pin)
-
-    def _make(self) -> QWidget:
-        lo, hi = self.range = option_range(self.info)  # None: open on that side
-        if self.type == "int":
-            lo = -INT32 if lo is None else lo
-            hi = INT32 if hi is None else hi
-            if -INT32 <= lo and hi <= INT32:
-                w = QSpinBox()
-            else:  # beyond a QSpinBox (a 53-bit seed): whole numbers in a double, exact up to 2**53
-                w = QDoubleSpinBox()
-                w.setDecimals(0)
-            w.setRange(int(lo), int(hi))
-            w.setValue(int(self.default))
-            return w
-        if self.type == "float":
-            w = QDoubleSpinBox()
-            step = float_step(self.default)
-            w.setDecimals(max(2, *(_decimals(x) for x in (self.default, step, lo or 0.0, hi or 0.0))))
-            w.setRange(-UNBOUNDED if lo is None else lo, UNBOUNDED if hi is None else hi)
-            w.setSingleStep(step)
-            w.setValue(self.default)
-            return w
-        if self.type == "bool":
-            w = QCheckBox()
-            w.setChecked(bool(self.default))
-            return w
-        choices = list(self.info.get("choices", []))
-        if choices:
-            w = QComboBox()
-            w.addItems(choices)
-            if self.default not in choices:
-                w.insertItem(0, str(self.default))
-            w.setCurrentText(str(self.default))
-            return w
-        return QLineEdit(str(self.default))
-
-    def _signal(self):
-        w = self.widget
-        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            return w.valueChanged
-        if isinstance(w, QCheckBox):
-            return w.toggled
-        if isinstance(w, QComboBox):
-            return w.currentIndexChanged
-        return w.textEdited
-
-    def _pin(self, *_):
-        self.pinned = True
-
-    def value(self):
-        w = self.widget
-        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            return int(round(w.value())) if self.type == "int" else float(w.value())
-        if isinstance(w, QCheckBox):
-            return w.isChecked()
-        if isinstance(w, QComboBox):
-            return w.currentText()
-        return w.text()
-
-    def set(self, value, pin: bool = True) -> None:
-        w = self.widget
-        w.blockSignals(True)
-        try:
-            if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-                w.setValue(int(value) if self.type == "int" and isinstance(w, QSpinBox) else float(value))
-            elif isinstance(w, QCheckBox):
-                w.setChecked(bool(value))
-            elif isinstance(w, QComboBox):
-                index = w.findText(str(value))
-                if index < 0:
-                    raise ValueError(f"{self.name} '{value}' is not one of {', '.join(self.choices())}")
-                w.setCurrentIndex(index)
-            else:
-                w.setText(str(value))
-        finally:
-            w.blockSignals(False)
-        self.pinned = self.pinned or pin
-
-    def choices(self) -> list[str]:
-        w = self.widget
-        return [w.itemText(i) for i in range(w.count())] if isinstance(w, QComboBox) else []
-
-    def describe(self) -> dict:
-        """What the widget offers, read back from it."""
-        w = self.widget
-        lo = hi = None
-        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            kind = int if self.type == "int" else float
-            lo = None if self.range[0] is None else kind(w.minimum())
-            hi = None if self.range[1] is None else kind(w.maximum())
-        return {"type": self.type, "widget": type(w).__name__, "default": self.value(), "min": lo, "max": hi,
-                "choices": self.choices(), "help": w.toolTip()}
-
-
-class SlotCombo(QComboBox):
-    """An image slot's source: "none" (optional slots), "image file...", then the document's
-    paint layers, refreshed each time it opens."""
-
-    def __init__(self, required: bool, documents, parent=None):
-        super().__init__(parent)
-        self.fixed = 1 if required else 2  # entries before the layers
-        if not required:
-            self.addItem("none")
-        self.addItem("image file...")
-        self.documents = documents
-        self.layers = []
-        self.path = ""
-
-    def showPopup(self) -> None:
-        self.refresh()
-        super().showPopup()
-
-    def refresh(self, doc=None) -> None:
-        current = self.layer()
-        index = self.currentIndex()
-        while self.count() > self.fixed:
-            self.removeItem(self.fixed)
-        self.layers = document.paint_layers(doc if doc is not None else self.documents())
-        for layer in self.layers:
-            self.addItem(f"layer: {layer.name()}")
-        if current is not None:  # the same layer, wherever it is now
-            index = next((self.fixed + i for i, n in enumerate(self.layers) if n.uniqueId() == current.uniqueId()),
-                         self.fixed - 1)
-        self.setCurrentIndex(min(index, self.count() - 1))
-
-    def layer(self):
-        i = self.currentIndex() - self.fixed
-        return self.layers[i] if 0 <= i < len(self.layers) else None
-
-    def is_file(self) -> bool:
-        return self.currentIndex() == self.fixed - 1
-
-    def set_file(self, path: str) -> None:
-        self.path = path
-        self.setItemText(self.fixed - 1, path.rsplit("/", 1)[-1] or "image file...")
-        self.setCurrentIndex(self.fixed - 1)
-
-    def set_layer(self, node, doc=None) -> None:
-        self.refresh(doc)
-        index = next((i for i, n in enumerate(self.layers) if n.uniqueId() == node.uniqueId()), None)
-        if index is None:
-            raise ValueError(f"layer '{node.name()}' is not a paint layer of the document")
-        self.setCurrentIndex(self.fixed + index)
-
-
-class SlotField:
-    """An image slot other than the source: a :class:`SlotCombo` and a file button."""
-
-    def __init__(self, info: dict, documents):
-        self.info = info
-        self.name = info["name"]
-        self.required = bool(info.get("required"))
-        self.combo = SlotCombo(self.required, documents)
-        self.combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.combo.setMinimumContentsLength(6)
-        self.combo.setToolTip(info.get("help", ""))
-        self.combo.setObjectName(f"image_{self.name}")
-        pick = QPushButton("...")
-        pick.setMaximumWidth(32)
-        pick.setToolTip("pick an image file")
-        pick.clicked.connect(self.pick_file)
-        self.widget = QWidget()
-        row = QHBoxLayout(self.widget)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.combo, 1)
-        row.addWidget(pick)
-
-    def pick_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self.widget, self.name, "", "Images (*.png *.jpg *.jpeg *.webp)")
-        if path:
-            self.combo.set_file(path)
-
-    def set(self, value, doc=None) -> None:
-        """None (no image), a file path, or a layer (a Krita node)."""
-        if value is None:
-            if self.required:
-                raise ValueError(f"{self.name} is required")
-            self.combo.setCurrentIndex(0)
-        elif isinstance(value, str):
-            self.combo.set_file(value)
-        else:
-            self.combo.set_layer(value, doc)
-
-    def get(self):
-        if self.combo.is_file():
-            return self.combo.path or None
-        return self.combo.layer()
-
-    def image(self, doc):
-        """The slot's image as it goes out: file bytes, a layer's pixels, or None."""
-        if self.combo.is_file():
-            if not self.combo.path:
-                return None
-            try:
-                with open(self.combo.path, "rb") as f:
-                    return f.read()
-            except OSError as e:
-                raise document.UnsupportedDocument(f"cannot read {self.name} image {self.combo.path}: {e.strerror}") from None
-        layer = self.combo.layer()
-        return document.layer_image(doc, layer) if layer is not None else None
-
-    def describe(self) -> dict:
-        items = [self.combo.itemText(i) for i in range(self.combo.fixed)]
-        return {"role": self.info.get("role", "image"), "widget": "choice", "required": self.required, "items": items,
-                "help": self.combo.toolTip()}
-
-
-class SelectionField:
-    """A mask slot: the selection, with "Selection only" (pixels outside it stay as they are)."""
-
-    def __init__(self, info: dict, label: str):
-        self.info = info
-        self.name = info["name"]
-        self.required = bool(info.get("required"))
-        self.widget = QCheckBox(label)
-        self.widget.setToolTip(info.get("help", ""))
-        self.widget.setObjectName(f"image_{self.name}")
-        if self.required:
-            self.widget.setChecked(True)
-            self.widget.setEnabled(False)
-
-    def set(self, value, doc=None) -> None:
-        self.widget.setChecked(bool(value) or self.required)
-
-    def get(self) -> bool:
-        return self.widget.isChecked()
-
-    def describe(self) -> dict:
-        return {"role": self.info.get("role", "mask"), "widget": "selection", "required": self.required,
-                "help": self.widget.toolTip()}
-
-
 @dataclass
 class Request:
     """One job, as it leaves the form: everything read from Krita on the main thread."""
@@ -379,6 +61,8 @@ class Request:
     source: object  # the source layer (a Krita node), or None
     name: str  # the result layer's name
     places: list = field(default_factory=list)  # the op's outputs (OutputInfo): where each result goes
+    snapped: int = 0  # label pixels moved to the nearest palette colour before sending
+    live: bool = False  # started by live mode: its result replaces the previous live result
 
     def start(self, client):
         """Start the job (on a worker thread): yields its events."""
@@ -398,7 +82,7 @@ def source_slot(slots: list[dict]) -> dict | None:
 class OpForm(QWidget):
     """The widgets of one op, from its ``OpInfo`` (a dict in protobuf's JSON mapping)."""
 
-    def __init__(self, info: dict, documents=None, parent=None):
+    def __init__(self, info: dict, documents=None, parent=None, models: list[dict] | None = None):
         super().__init__(parent)
         self.info = info
         self.op = info["name"]
@@ -428,10 +112,27 @@ class OpForm(QWidget):
                 f = self.slots[slot["name"]] = SlotField(slot, self.documents)
                 layout.addRow(_label(slot["name"]), f.widget)
 
+        # label maps (role "labels"): the model's palette as swatches, snapping, live mode (swatches.py, labels.py)
+        self.label_slots = labels.label_slots(info)
+        self.palettes = labels.op_palettes(info, models or []) if self.label_slots else {}
+        self.palette_field = self.live = None
+        if self.label_slots:
+            self.palette_field = PaletteField(next(iter(self.palettes.values()), None))
+            layout.addRow(self.palette_field)
+            if info.get("runs_in") == "engine":
+                self.live = QCheckBox("Live: run again when the label layer changes")
+                self.live.setObjectName("live")
+                self.live.setToolTip("watches the active layer while on; each change (after a pause in painting) "
+                                     "replaces the live result layer; one request at a time")
+                layout.addRow(self.live)
+
         self.options: dict[str, OptionField] = {}
         for opt in info.get("options", []):
             f = self.options[opt["name"]] = OptionField(opt)
             layout.addRow(_label(opt["name"]), f.widget)
+        if self.palette_field is not None and "model" in self.options:  # the palette follows the model option
+            self.options["model"]._signal().connect(lambda *_: self.palette_field.set_palette(self.palette()))
+            self.palette_field.set_palette(self.palette())
 
         self.outputs: dict[str, QCheckBox] = {}
         for out in info.get("outputs", []):
@@ -465,6 +166,25 @@ class OpForm(QWidget):
     def get(self, name: str):
         kind, f = self._find(name)
         return f.isChecked() if kind == "output" else f.value() if kind == "option" else f.get()
+
+    def palette(self) -> labels.Palette | None:
+        """The label palette of the model the form will run (its ``model`` option, else the op's first model)."""
+        if "model" in self.options:
+            return self.palettes.get(str(self.options["model"].value()))
+        return next(iter(self.palettes.values()), None)
+
+    def _snap(self, name: str, image, what: str):
+        """A label map as it leaves: sides checked and pixels snapped to the palette (raw layer pixels only)."""
+        palette = self.palette()
+        if palette is None or name not in self.label_slots or not isinstance(image, document.RawImage):
+            return image, 0
+        width, height = image.fields["width"], image.fields["height"]
+        try:
+            labels.check_size(width, height, palette, what)
+            pixels, changed = labels.snap(image.data, width, palette, what)
+        except labels.LabelMapError as e:
+            raise document.UnsupportedDocument(str(e)) from None
+        return document.RawImage(pixels, width, height, 4, order="ORDER_BGR"), changed
 
     @property
     def selection_only(self) -> SelectionField | None:
@@ -520,11 +240,16 @@ class OpForm(QWidget):
                     raise document.UnsupportedDocument(f"{self.op} needs {_article(name)} {name} image: pick a file or a layer")
                 if image is not None:
                     images[name] = image
+        snapped = 0
+        for name in list(images):
+            what = f"the label layer '{source.name()}'" if name == self.source and source is not None else name
+            images[name], changed = self._snap(name, images[name], what)
+            snapped += changed
         self.fit_document(doc)
         options = self.values()
         wanted = self.wanted()
         return Request(self.op, images, options, wanted, inputs, source, self.layer_name(options),
-                       list(self.info.get("outputs", [])))
+                       list(self.info.get("outputs", [])), snapped)
 
     def describe(self) -> dict:
         """The form as its widgets show it: compare with the op's entry in Capabilities."""
@@ -532,7 +257,9 @@ class OpForm(QWidget):
                 "images": {name: f.describe() for name, f in self.slots.items()},
                 "options": {name: f.describe() for name, f in self.options.items()},
                 "outputs": {name: {"label": box.text(), "help": box.toolTip(), "checked": box.isChecked()}
-                            for name, box in self.outputs.items()}}
+                            for name, box in self.outputs.items()},
+                "palette": self.palette_field.describe() if self.palette_field is not None else None,
+                "live": self.live is not None}
 
 
 def _label(name: str) -> str:
