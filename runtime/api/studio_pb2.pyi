@@ -216,7 +216,7 @@ class PaintResult(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., strokes_json: _Optional[str] = ..., svg: _Optional[str] = ..., animation: _Optional[_Union[Image, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., strokes: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class SynthesisOptions(_message.Message):
-    __slots__ = ("loss", "iterations", "scales", "lr", "content_weight", "tv_weight", "features", "seed")
+    __slots__ = ("loss", "iterations", "scales", "lr", "content_weight", "tv_weight", "features", "seed", "optimizer", "fine_iterations", "fine_layers")
     LOSS_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,9 @@ class SynthesisOptions(_message.Message):
     TV_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
+    FINE_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    FINE_LAYERS_FIELD_NUMBER: _ClassVar[int]
     loss: str
     iterations: int
     scales: int
@@ -233,7 +236,10 @@ class SynthesisOptions(_message.Message):
     tv_weight: float
     features: str
     seed: int
-    def __init__(self, loss: _Optional[str] = ..., iterations: _Optional[int] = ..., scales: _Optional[int] = ..., lr: _Optional[float] = ..., content_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., features: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+    optimizer: str
+    fine_iterations: int
+    fine_layers: str
+    def __init__(self, loss: _Optional[str] = ..., iterations: _Optional[int] = ..., scales: _Optional[int] = ..., lr: _Optional[float] = ..., content_weight: _Optional[float] = ..., tv_weight: _Optional[float] = ..., features: _Optional[str] = ..., seed: _Optional[int] = ..., optimizer: _Optional[str] = ..., fine_iterations: _Optional[int] = ..., fine_layers: _Optional[str] = ...) -> None: ...
 
 class TextureRequest(_message.Message):
     __slots__ = ("exemplar", "width", "height", "tileable", "options", "preview_interval_ms")

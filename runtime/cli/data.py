@@ -48,6 +48,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="photo folder (e.g. `impasto data fetch endless-sky DIR`); repeatable")
     b.add_argument("--textures", action="append", default=[], metavar="DIR",
                    help="texture folder (e.g. supertuxkart, redeclipse); repeatable")
+    b.add_argument("--fetch", default=None, metavar="DIR",
+                   help="fetch the demo sources first (endless-sky photos; supertuxkart and redeclipse textures) into "
+                   "DIR/SOURCE, keeping complete earlier fetches, and build from them: the whole demo set in one command")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
     b.add_argument("--count", type=int, default=1000, help="samples (default 1000)")
     b.add_argument("--size", type=int, default=256, help="side in px, a multiple of 8 (default 256)")
@@ -106,7 +109,19 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown build task '{args.task}': known tasks are {', '.join(BUILD_TASKS)}")
     config = LandscapeConfig(count=args.count, size=args.size, seed=args.seed, val_fraction=args.val_fraction,
                              exclude_licences=tuple(args.exclude_licence))
-    summary = build_semantic(args.output, args.photos, args.textures, config)
+    photos, textures = list(args.photos), list(args.textures)
+    if args.fetch:
+        from pathlib import Path
+
+        from impasto.train.data.landscapes import DEMO_SOURCES
+        from impasto.train.data.recipes import fetch
+
+        for kind, names in DEMO_SOURCES.items():
+            for name in names:
+                folder = str(Path(args.fetch) / name)
+                fetch(name, folder)  # a complete earlier fetch is kept as it is
+                (photos if kind == "photos" else textures).append(folder)
+    summary = build_semantic(args.output, photos, textures, config)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

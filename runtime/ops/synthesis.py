@@ -8,6 +8,15 @@ al. 2021). Loss terms are balanced automatically by gradient normalisation: each
 gradient is divided by its mean magnitude before the backward pass through the network, so
 no per-image weights need tuning. Statistics can be matched per region of label maps
 (localized style), and circular padding makes textures tile.
+
+The schedule (see :class:`SynthesisOptions`) is chosen for speed: the finest of several
+scales costs four times the one before per step, and it starts from a good coarse solution,
+so it takes few steps (``fine_iterations``, default 20 against 100), and L-BFGS with a
+strong-Wolfe line search (as Gatys et al. and Risser et al. used) does more with those few
+network passes than Adam. Cheaper layers there are options: the deepest (VGG-19's relu4_1 and
+relu5_1, which see the large structure the coarse scales already fixed) computed on a 2x
+smaller copy (``fine_layers="half"``) or dropped (``"shallow"``). The earlier schedule stays
+reachable: ``optimizer="adam", fine_iterations=0`` (docs/benchmarks.md compares them).
 """
 
 from __future__ import annotations
@@ -37,7 +46,11 @@ from impasto.train.losses.statistics import (
 log = logging.getLogger(__name__)
 
 LOSSES = ("histogram", "gram", "sliced")
+OPTIMIZERS = ("lbfgs", "adam")
+FINE_LAYERS = ("all", "half", "shallow")
+LBFGS_CHUNK = 25  # L-BFGS restarts (fresh balance weights, sliced directions, a [0, 1] clamp) every this many evaluations
 CONTENT_LAYER = "relu4_2"
+FINE_ITERATIONS_DEFAULT = 20
 MIN_SIDE = 64  # VGG-19's relu5_1 sits after four 2x poolings: 64 px -> 4 x 4 cells
 
 
@@ -51,9 +64,17 @@ class SynthesisOptions:
 
     loss: str = option("histogram", "histogram: Gram + histogram losses (Risser et al.); gram: Gram only (Gatys); "
                        "sliced: sliced Wasserstein (Heitz et al.)", choices=LOSSES)
-    iterations: int = option(100, "optimisation steps per scale", min=1, max=100_000)
+    optimizer: str = option("lbfgs", "lbfgs: L-BFGS with a strong-Wolfe line search (Gatys; few network passes); "
+                            "adam: Adam on pixels at --lr (the earlier default)", choices=OPTIMIZERS)
+    iterations: int = option(100, "optimisation steps per scale (L-BFGS: network passes); the finest of several "
+                             "scales takes --fine-iterations", min=1, max=100_000)
+    fine_iterations: int = option(FINE_ITERATIONS_DEFAULT, "steps at the finest scale when there are several "
+                                  "(0: as many as --iterations)", min=0, max=100_000)
+    fine_layers: str = option("all", "layers at the finest of several scales: all: every layer at full size; "
+                              "half: the two deepest on a 2x smaller copy; shallow: the two deepest dropped",
+                              choices=FINE_LAYERS)
     scales: int = option(0, "coarse-to-fine scales (0: as many as fit, up to 4)", min=0, max=8)
-    lr: float = option(0.02, "Adam learning rate on pixels", min=1e-6, max=10.0)
+    lr: float = option(0.02, "Adam learning rate on pixels (--optimizer adam)", min=1e-6, max=10.0)
     style_weight: float = 1.0
     content_weight: float = 1.0  # stylize exposes it
     tv_weight: float = option(0.0, "total-variation weight (smoothness)", min=0.0, max=1e6)
@@ -68,8 +89,14 @@ class SynthesisOptions:
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise SynthesisInputError(f"loss must be one of {', '.join(LOSSES)}, got '{self.loss}'")
+        if self.optimizer not in OPTIMIZERS:
+            raise SynthesisInputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
+        if self.fine_layers not in FINE_LAYERS:
+            raise SynthesisInputError(f"fine_layers must be one of {', '.join(FINE_LAYERS)}, got '{self.fine_layers}'")
         if not 1 <= self.iterations <= 100_000:
             raise SynthesisInputError(f"iterations must be between 1 and 100000, got {self.iterations}")
+        if not 0 <= self.fine_iterations <= 100_000:
+            raise SynthesisInputError(f"fine_iterations must be between 0 and 100000, got {self.fine_iterations}")
         if not 0 <= self.scales <= 8:
             raise SynthesisInputError(f"scales must be between 0 (auto) and 8, got {self.scales}")
         for name in ("lr", "style_weight", "content_weight", "tv_weight"):
@@ -99,6 +126,11 @@ class FeatureNet(nn.Module):
     def forward(self, image: torch.Tensor, circular: bool = False) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
+    def partial(self, image: torch.Tensor, layers: tuple[str, ...], circular: bool = False) -> dict[str, torch.Tensor]:
+        """Only ``layers``; a network that can stop early (VGG-19) overrides this to skip the deeper work."""
+        feats = self(image, circular=circular)
+        return {name: feats[name] for name in layers}
+
 
 class VGGFeatureNet(FeatureNet):
     """VGG-19 (ImageNet weights or the random stand-in): relu1_1..relu5_1 for style, relu4_2 for content."""
@@ -116,6 +148,19 @@ class VGGFeatureNet(FeatureNet):
         for conv in self.convs:
             conv.padding_mode = "circular" if circular else "zeros"
         return self.vgg(image)
+
+    def partial(self, image: torch.Tensor, layers: tuple[str, ...], circular: bool = False) -> dict[str, torch.Tensor]:
+        from impasto.train.models.vgg import LAYERS
+
+        for conv in self.convs:
+            conv.padding_mode = "circular" if circular else "zeros"
+        wanted = {LAYERS[name]: name for name in layers}
+        x, out = self.vgg.preprocess(image), {}
+        for i, layer in enumerate(self.vgg.features[: max(wanted) + 1]):
+            x = layer(x)
+            if i in wanted:
+                out[wanted[i]] = x
+        return out
 
 
 def read_labels(image: torch.Tensor) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
@@ -227,67 +272,175 @@ def synthesize(
         remap = torch.tensor([ex_palette.index(c) for c in out_palette])
         ex_ids = remap.tolist()
     scales = _scale_count(options, [H, W, eh, ew], net.min_side)
-    total = scales * options.iterations
+    steps = [_steps(options, s, scales) for s in range(scales)]
+    total = sum(steps)
     generator = torch.Generator().manual_seed(options.seed)
     image: torch.Tensor | None = None
     step = 0
     exemplar = exemplar.to(device).unsqueeze(0)
     content_full = content.to(device).unsqueeze(0) if content is not None else None
+    labels = (ex_map.to(device), ex_ids, out_map.to(device), ids) if ids is not None else None
     for s in range(scales):
         factor = 2 ** (scales - 1 - s)
         h, w = max(1, H // factor), max(1, W // factor)
         ex = _resize(exemplar, max(1, eh // factor), max(1, ew // factor))
-        with torch.no_grad():
-            ex_feats = net(ex)
-            ex_masks = out_masks = None
-            if ids is not None:
-                ex_masks = {n: region_masks(ex_map.to(device), f.shape[-2:], ex_ids) for n, f in ex_feats.items()}
-            targets = _Targets(ex_feats, net.style_layers, options.loss, ex_masks)
-            content_feats = None
-            if content_full is not None:
-                content_s = _resize(content_full, h, w)
-                content_feats = net(content_s)[CONTENT_LAYER]
+        split = options.fine_layers if scales > 1 and s == scales - 1 else "all"
+        if split == "half" and min(h, w, *ex.shape[-2:]) // 2 < net.min_side:
+            split = "all"  # the 2x smaller copy would be too small for the deepest layer
+        content_s = _resize(content_full, h, w) if content_full is not None else None
+        objective = _Objective(net, options, split, ex, content_s, labels, generator)
         if image is None:
             if content_full is not None:
-                image = _resize(content_full, h, w).clone()
+                image = content_s.clone()
             else:
                 noise = torch.rand(1, 3, h, w, generator=generator).to(device)
                 image = 0.5 + 0.2 * (noise - 0.5) + (exemplar.mean((2, 3), keepdim=True) - 0.5)
         else:
             image = _resize(image, h, w, wrap=options.tileable)
-        image = image.clamp(0, 1).detach().requires_grad_(True)
-        optimiser = torch.optim.Adam([image], lr=options.lr)
-        for i in range(options.iterations):
-            feats = net(image, circular=options.tileable)
-            if ids is not None and out_masks is None:
-                out_masks = {n: region_masks(out_map.to(device), f.shape[-2:], ids) for n, f in feats.items()}
-            outputs, grads, total_loss = [], [], 0.0
-            for name in net.style_layers:
-                f = feats[name]
-                loss = _style_loss(f, name, targets, options, out_masks, ex_masks, generator)
-                if content_feats is not None and name == CONTENT_LAYER:
-                    loss = loss + options.content_weight * content_loss(f, content_feats)
-                _add_layer_gradient(f, options.style_weight * loss, options.balance, outputs, grads)
-                total_loss += float(loss.detach())
-            if content_feats is not None and CONTENT_LAYER not in net.style_layers:
-                f = feats[CONTENT_LAYER]
-                loss = content_loss(f, content_feats)
-                _add_layer_gradient(f, options.content_weight * loss, options.balance, outputs, grads)
-                total_loss += float(loss.detach())
-            optimiser.zero_grad(set_to_none=True)
-            torch.autograd.backward(outputs, grads)
-            if options.tv_weight:
-                tv = options.tv_weight * total_variation(image, wrap=options.tileable)
-                tv.backward()
-            optimiser.step()
-            with torch.no_grad():
-                image.clamp_(0, 1)
+        image = image.clamp(0, 1).detach().contiguous().requires_grad_(True)  # L-BFGS views the gradient flat
+
+        def report(loss: float, current: torch.Tensor, s: int = s) -> None:
+            nonlocal step
             step += 1
             if progress is not None:
-                snapshot = image.detach()
-                progress(SynthesisProgress(s + 1, scales, step, total, total_loss, lambda x=snapshot: x[0].clamp(0, 1).cpu()))
+                snapshot = current.detach()
+                progress(SynthesisProgress(s + 1, scales, min(step, total), total, loss,
+                                           lambda x=snapshot: x[0].clamp(0, 1).cpu()))
+
+        run = _lbfgs if options.optimizer == "lbfgs" else _adam
+        run(image, objective, options, steps[s], report)
+        log.debug("scale %d/%d (%dx%d, layers %s): %d steps", s + 1, scales, w, h, split, steps[s])
         image = image.detach()
     return image[0].clamp(0, 1).cpu()
+
+
+def _steps(options: SynthesisOptions, s: int, scales: int) -> int:
+    """Steps at scale ``s`` of ``scales``: the finest of several takes ``fine_iterations`` (0: ``iterations``)."""
+    if scales > 1 and s == scales - 1 and options.fine_iterations:
+        return options.fine_iterations
+    return options.iterations
+
+
+class _Objective:
+    """One scale's loss terms: per layer, the image's features and their loss against the exemplar's statistics.
+
+    ``split`` says which layers run at full size: "all"; "half" (the two deepest style layers and
+    the content layer on a 2x smaller copy, against the exemplar's and content's copies made
+    the same way); "shallow" (the two deepest and the content layer dropped).
+    """
+
+    def __init__(self, net: FeatureNet, options: SynthesisOptions, split: str, exemplar: torch.Tensor,
+                 content: torch.Tensor | None, labels, generator: torch.Generator):
+        self.net, self.options, self.split, self.generator = net, options, split, generator
+        n = len(net.style_layers)
+        self.deep = net.style_layers[max(1, n - 2):] if split != "all" else ()
+        self.shallow = tuple(name for name in net.style_layers if name not in self.deep)
+        self.layers = self.shallow if split == "shallow" else net.style_layers
+        self.labels = labels
+        self.ex_masks = self.out_masks = None
+        with torch.no_grad():
+            ex_feats = self.features(exemplar)
+            if labels is not None:
+                self.ex_masks = {name: region_masks(labels[0], f.shape[-2:], labels[1]) for name, f in ex_feats.items()}
+            self.targets = _Targets(ex_feats, self.layers, options.loss, self.ex_masks)
+            self.content = None
+            if content is not None and split != "shallow":
+                self.content = self.features(content)[CONTENT_LAYER]
+
+    def features(self, image: torch.Tensor, circular: bool = False) -> dict[str, torch.Tensor]:
+        if self.split == "all":
+            return self.net(image, circular=circular)
+        feats = self.net.partial(image, self.shallow, circular)
+        if self.split == "half":
+            deep = self.net(F.avg_pool2d(image, 2), circular=circular)
+            feats.update({name: deep[name] for name in self.deep + (CONTENT_LAYER,) if name in deep})
+        return feats
+
+    def terms(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(features, weighted loss) per layer, for ``image`` (1, 3, h, w)."""
+        options = self.options
+        feats = self.features(image, circular=options.tileable)
+        if self.labels is not None and self.out_masks is None:
+            self.out_masks = {name: region_masks(self.labels[2], f.shape[-2:], self.labels[3]) for name, f in feats.items()}
+        terms = []
+        for name in self.layers:
+            f = feats[name]
+            loss = _style_loss(f, name, self.targets, options, self.out_masks, self.ex_masks, self.generator)
+            if self.content is not None and name == CONTENT_LAYER:
+                loss = loss + options.content_weight * content_loss(f, self.content)
+            terms.append((f, options.style_weight * loss))
+        if self.content is not None and CONTENT_LAYER not in self.layers:
+            f = feats[CONTENT_LAYER]
+            terms.append((f, options.content_weight * content_loss(f, self.content)))
+        return terms
+
+
+def _adam(image: torch.Tensor, objective: _Objective, options: SynthesisOptions, n: int, report) -> None:
+    """``n`` Adam steps on ``image`` in place, each layer's gradient balanced afresh at every step."""
+    optimiser = torch.optim.Adam([image], lr=options.lr)
+    for _ in range(n):
+        outputs, grads, total = [], [], 0.0
+        for f, loss in objective.terms(image):
+            _add_layer_gradient(f, loss, options.balance, outputs, grads)
+            total += float(loss.detach())
+        optimiser.zero_grad(set_to_none=True)
+        torch.autograd.backward(outputs, grads)
+        if options.tv_weight:
+            (options.tv_weight * total_variation(image, wrap=options.tileable)).backward()
+        optimiser.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        report(total, image)
+
+
+def _lbfgs(image: torch.Tensor, objective: _Objective, options: SynthesisOptions, n: int, report) -> None:
+    """About ``n`` loss evaluations of L-BFGS (strong-Wolfe line search) on ``image`` in place.
+
+    A line search needs one fixed objective, so the balancing weights (each layer's 1 / mean
+    gradient magnitude) and the sliced loss's random directions are drawn at the start of each
+    run of ``LBFGS_CHUNK`` evaluations and held through it; between runs the pixels are clamped
+    to [0, 1] and the optimiser restarts.
+    """
+    done = 0
+    while done < n:
+        done += _lbfgs_run(image, objective, options, min(LBFGS_CHUNK, n - done), report)
+        with torch.no_grad():
+            image.clamp_(0, 1)
+
+
+def _lbfgs_run(image: torch.Tensor, objective: _Objective, options: SynthesisOptions, budget: int, report) -> int:
+    """One L-BFGS run of about ``budget`` evaluations with fixed weights and directions; returns the evaluations."""
+    optimiser = torch.optim.LBFGS([image], lr=1.0, max_iter=budget, max_eval=budget, history_size=LBFGS_CHUNK,
+                                  tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
+    weights: list[float] = []
+    directions = objective.generator.get_state()
+    evaluations = 0
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        optimiser.zero_grad(set_to_none=True)
+        objective.generator.set_state(directions)
+        terms = objective.terms(image)
+        if not weights:
+            weights.extend(_balance_weight(f, loss, options.balance) for f, loss in terms)
+        total = sum(w * loss for w, (_, loss) in zip(weights, terms))
+        if options.tv_weight:
+            total = total + options.tv_weight * total_variation(image, wrap=options.tileable)
+        total.backward()
+        evaluations += 1
+        report(sum(float(loss.detach()) for _, loss in terms), image)
+        return total
+
+    optimiser.step(closure)
+    return evaluations
+
+
+def _balance_weight(f: torch.Tensor, loss: torch.Tensor, balance: bool) -> float:
+    """1 / the mean magnitude of dLoss/dFeatures (gradient normalisation), or 1 without balancing."""
+    if not balance:
+        return 1.0
+    (g,) = torch.autograd.grad(loss, f, retain_graph=True)
+    return 1.0 / (float(g.abs().mean()) + 1e-8)
 
 
 def _style_loss(f, name, targets: _Targets, options: SynthesisOptions, out_masks, ex_masks, generator) -> torch.Tensor:

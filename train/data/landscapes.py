@@ -55,6 +55,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 MAX_SIZE = 2048
 
 
+# the sources `impasto data build semantic --fetch DIR` fetches and builds from, by role
+DEMO_SOURCES = {"photos": ("endless-sky",), "textures": ("supertuxkart", "redeclipse")}
+
+
 @dataclass(frozen=True)
 class LandscapeConfig:
     """How the demo dataset is made: ``size`` square samples, ``count`` of them from ``seed``;
