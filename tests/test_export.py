@@ -58,8 +58,10 @@ def test_every_shipped_model_exports_with_parity_in_fp32_and_fp16(repo):
         onnx.checker.check_model(graph)
         assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch axis
         half = onnx.load(str(path / name / "1" / "model.fp16.onnx"))
-        for edge in [*half.graph.input, *half.graph.output]:
-            assert edge.type.tensor_type.elem_type == TensorProto.FLOAT, f"{name}: {edge.name} must stay fp32"
+        for edge, full in zip([*half.graph.input, *half.graph.output], [*graph.graph.input, *graph.graph.output]):
+            assert edge.type.tensor_type.elem_type == full.type.tensor_type.elem_type, f"{name}: {edge.name} must keep its type"
+            if full.type.tensor_type.elem_type != TensorProto.INT32:  # label maps stay integer indices
+                assert edge.type.tensor_type.elem_type == TensorProto.FLOAT, f"{name}: {edge.name} must stay fp32"
 
 
 def test_config_pbtxt_parses_with_tritons_schema(repo):

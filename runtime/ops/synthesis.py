@@ -64,10 +64,10 @@ class SynthesisOptions:
 
     loss: str = option("histogram", "histogram: Gram + histogram losses (Risser et al.); gram: Gram only (Gatys); "
                        "sliced: sliced Wasserstein (Heitz et al.)", choices=LOSSES)
-    optimizer: str = option("lbfgs", "lbfgs: L-BFGS with a strong-Wolfe line search (Gatys; few network passes); "
-                            "adam: Adam on pixels at --lr (the earlier default)", choices=OPTIMIZERS)
     iterations: int = option(100, "optimisation steps per scale (L-BFGS: network passes); the finest of several "
                              "scales takes --fine-iterations", min=1, max=100_000)
+    optimizer: str = option("lbfgs", "lbfgs: L-BFGS with a strong-Wolfe line search (Gatys; few network passes); "
+                            "adam: Adam on pixels at --lr (the earlier default)", choices=OPTIMIZERS)
     fine_iterations: int = option(FINE_ITERATIONS_DEFAULT, "steps at the finest scale when there are several "
                                   "(0: as many as --iterations)", min=0, max=100_000)
     fine_layers: str = option("all", "layers at the finest of several scales: all: every layer at full size; "

@@ -38,7 +38,7 @@ from impasto.runtime.server.auth import OPEN_HTTP_PATHS, Principals
 from impasto.runtime.server.kserve_http import KServeRoutes
 from impasto.runtime.server.metrics import Metrics
 from impasto.runtime.server.models import ModelPool
-from impasto.runtime.server.studio import Studio, version
+from impasto.runtime.server.studio import Studio
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,13 @@ the stride and the logits cropped back, so the segmenter takes whatever size a g
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from impasto.train.models.config import StoredConfig
 
 __all__ = ["NORMS", "SegmenterConfig", "UNetSegmenter", "build_segmenter", "unet_segmenter"]
 
@@ -31,7 +33,7 @@ NORMS = ("batch", "group")
 
 
 @dataclass(frozen=True)
-class SegmenterConfig:
+class SegmenterConfig(StoredConfig):
     """Everything needed to rebuild a segmenter: stored next to its weights."""
 
     num_classes: int
@@ -57,17 +59,6 @@ class SegmenterConfig:
         """Inputs are padded internally to a multiple of this."""
         return 2 ** self.depth
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SegmenterConfig:
-        """The config from its stored form; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ValueError(f"unknown segmenter config keys: {', '.join(extra)}")
-        return cls(**data)
 
 
 def _unit(cin: int, cout: int, config: SegmenterConfig) -> nn.Sequential:

@@ -31,12 +31,13 @@ Builders follow torchvision: :func:`spade_generator`, :func:`pix2pixhd_generator
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from impasto.train.models.config import StoredConfig
 from impasto.train.models.gan_blocks import fold_spectral_norm, has_spectral_norm, spectral
 
 __all__ = [
@@ -51,7 +52,7 @@ NORMS = ("instance", "batch")
 
 
 @dataclass(frozen=True)
-class SemanticConfig:
+class SemanticConfig(StoredConfig):
     """Everything needed to rebuild a semantic generator (and its encoder): stored next to its weights.
 
     The defaults are the demo model: 9 landscape classes at 256², about 3.2M generator
@@ -96,17 +97,6 @@ class SemanticConfig:
         """H and W must be multiples of this."""
         return 2 ** (self.num_up if self.arch == "spade" else self.p2p_downsample)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SemanticConfig:
-        """The config from its stored form; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ValueError(f"unknown semantic config keys: {', '.join(extra)}")
-        return cls(**data)
 
 
 # -- helpers ----------------------------------------------------------------------------------------
