@@ -176,8 +176,14 @@ def use_local_models(ctx: RunContext, repo: str | None, backend: str = "auto") -
             ctx.cache[key] = load_backend(repo, model, backend)
         return ctx.cache[key].infer(arrays)
 
+    def parameters(model: str) -> dict[str, str]:
+        key = ("parameters", model)  # the config is parsed once, not on every run (a batch runs many)
+        if key not in ctx.cache:
+            ctx.cache[key] = read_model(repo, model).parameters
+        return ctx.cache[key]
+
     ctx.infer = infer
-    ctx.model_parameters = lambda model: read_model(repo, model).parameters
+    ctx.model_parameters = parameters
 
 
 def image_numbers(image: torch.Tensor) -> dict[str, float]:
