@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 import torch
+from run_logs import curve, train_seconds
 
 from impasto.train.eval.semantic import frechet_key
 from impasto.train.loops.gan import train_gan
@@ -32,24 +33,6 @@ from impasto.train.models.spade import build_generator, count_parameters
 from impasto.train.models.weights_io import read_metadata
 
 ARCHS = ("spade", "pix2pixhd")
-
-
-def _curve(folder: Path) -> list[dict]:
-    """The run's metrics.jsonl, one entry per step (the last line for a step wins after a resume)."""
-    by_step: dict[int, dict] = {}
-    for line in (folder / "metrics.jsonl").read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            by_step[int(entry["step"])] = entry
-    return [by_step[s] for s in sorted(by_step)]
-
-
-def _seconds(history: Path) -> float | None:
-    """Training seconds recorded in a run's history.json (they add up over resumes), if it is there."""
-    if not history.is_file():
-        return None
-    entries = json.loads(history.read_text())
-    return round(entries[-1]["seconds"], 1) if entries else None
 
 
 def train_arch(arch: str, args: argparse.Namespace, segmenter: Path) -> dict:
@@ -65,8 +48,8 @@ def train_arch(arch: str, args: argparse.Namespace, segmenter: Path) -> dict:
     print(f"{arch}: {params / 1e6:.3f} M generator parameters ({task.model.ngf=}, {task.model.p2p_blocks=})",
           flush=True)
     summary = train_gan(task, cfg, progress=False)
-    return {"arch": arch, "params": params, "config": task.model.to_dict(), "curve": _curve(Path(cfg.out)),
-            "train_seconds": _seconds(Path(cfg.out) / "history.json"),
+    return {"arch": arch, "params": params, "config": task.model.to_dict(), "curve": curve(Path(cfg.out)),
+            "train_seconds": train_seconds(Path(cfg.out) / "history.json"),
             "weights": summary.get("weights")}
 
 
@@ -181,7 +164,7 @@ def main() -> None:
         "segmenter": {"path": str(segmenter), **seg_meta},
         "real_fd_floor": floor,
         "results": results,
-        "segmenter_train_seconds": _seconds(segmenter.parent / "history.json"),
+        "segmenter_train_seconds": train_seconds(segmenter.parent / "history.json"),
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     print(f"wrote {out.with_suffix('.png')} and {out.with_suffix('.json')}")

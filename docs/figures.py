@@ -137,8 +137,62 @@ def semantic_figure(n: int = 5, size: int = 256, seed: int = 7) -> Path:
     return save_image(figure, IMG / "semantic.png")
 
 
+def _drawn_sketches(side: int) -> dict[str, np.ndarray]:
+    """Line drawings made here (no third-party pictures), by the class they are meant as: (side, side, 3) uint8."""
+    from PIL import ImageDraw
+
+    def canvas():
+        im = Image.new("RGB", (side, side), "white")
+        return im, ImageDraw.Draw(im)
+
+    s, w = side / 64, max(1, side // 64)
+    out = {}
+    im, d = canvas()  # mountains under a sun
+    d.line([(0, 44 * s), (14 * s, 22 * s), (24 * s, 34 * s), (38 * s, 14 * s), (52 * s, 32 * s), (64 * s, 26 * s)], "black", w)
+    d.ellipse([46 * s, 4 * s, 56 * s, 14 * s], outline="black", width=w)
+    out["mountain"] = np.asarray(im)
+    im, d = canvas()  # a sea horizon with waves
+    d.line([(0, 26 * s), (64 * s, 26 * s)], "black", w)
+    for y in (36, 46, 56):
+        d.arc([4 * s, (y - 4) * s, 28 * s, (y + 4) * s], 200, 340, "black", w)
+        d.arc([34 * s, (y - 2) * s, 60 * s, (y + 6) * s], 200, 340, "black", w)
+    out["sea"] = np.asarray(im)
+    im, d = canvas()  # a skyline
+    for x0, top, x1 in ((4, 30, 16), (16, 18, 26), (28, 24, 40), (42, 12, 50), (52, 28, 62)):
+        d.rectangle([x0 * s, top * s, x1 * s, 60 * s], outline="black", width=w)
+    out["city"] = np.asarray(im)
+    im, d = canvas()  # a face
+    d.ellipse([10 * s, 10 * s, 54 * s, 54 * s], outline="black", width=w)
+    d.ellipse([22 * s, 24 * s, 26 * s, 28 * s], outline="black", width=w)
+    d.ellipse([38 * s, 24 * s, 42 * s, 28 * s], outline="black", width=w)
+    d.arc([22 * s, 28 * s, 42 * s, 44 * s], 20, 160, "black", w)
+    out["smileys-emotion"] = np.asarray(im)
+    return out
+
+
+def sketch_figure(side: int = 64, variations: int = 3, scale: int = 3) -> Path:
+    """Sketches drawn here, each with its class, and the shipped model's variations (generated at ``side``, enlarged)."""
+    from impasto.export.families.sketchygan import SketchExport
+    from impasto.train.data.edges import distance_input, lines_from_picture
+    from impasto.train.models.weights_io import load_sketch, require_shipped_sketch
+
+    generator, config, classes = load_sketch(require_shipped_sketch("demo"))
+    model = SketchExport(generator).eval()
+    rows = []
+    for name, picture in _drawn_sketches(side).items():
+        label = classes.index(name) if name in classes else 0
+        sketch = torch.from_numpy(distance_input(lines_from_picture(picture)))[None, None]
+        tiles = [from_uint8(picture)]
+        for k in range(variations):
+            z = torch.from_numpy(np.random.default_rng(k).standard_normal((1, config.z_dim)).astype(np.float32))
+            with torch.inference_mode():
+                tiles.append(model(sketch, z, torch.tensor([label], dtype=torch.int32))[0])
+        rows.append(_row([resize(t, side * scale, side * scale) for t in tiles]))
+    return save_image(_stack(rows), IMG / "sketch.png")
+
+
 FIGURES = {"brushes": brushes_figure, "renderers": renderer_figure, "texture_vgg": texture_vgg_figure,
-           "semantic": semantic_figure}
+           "semantic": semantic_figure, "sketch": sketch_figure}
 
 if __name__ == "__main__":
     IMG.mkdir(exist_ok=True)

@@ -99,7 +99,8 @@ class ExportableModel:
 _REGISTRY: dict[str, Callable[[], ExportableModel]] = {}
 
 # one module per model family in export/families/, each calling register() when imported
-_FAMILY_MODULES = ("impasto.export.families.renderer", "impasto.export.families.spade")
+_FAMILY_MODULES = ("impasto.export.families.renderer", "impasto.export.families.spade",
+                   "impasto.export.families.sketchygan")
 _families_loaded = False
 
 

@@ -95,7 +95,7 @@ def test_capabilities_over_grpc_and_http_describe_every_op_as_its_definition(ser
     with StudioClient(server.grpc) as client:
         caps = client.capabilities()
     http = json.loads(urllib.request.urlopen(server.http + "/v1/capabilities").read())
-    assert list_ops() == ["paint", "semantic", "stylize", "texture", "tint"]
+    assert list_ops() == ["paint", "semantic", "sketch", "sketchify", "stylize", "texture", "tint"]
     assert sorted(op.name for op in caps.ops if op.job) == list_ops()
     for name in list_ops():
         spec = get_op(name)
@@ -109,7 +109,7 @@ def test_capabilities_over_grpc_and_http_describe_every_op_as_its_definition(ser
         assert got == _expected_info(spec), name
         web = next(op for op in http["ops"] if op["name"] == name)
         assert [o["name"] for o in web["options"]] == [o.name for o in spec.option_specs()]
-        assert [o.get("default") for o in web["options"]] == [str(o.default) for o in spec.option_specs()]
+        assert [o.get("default", "") for o in web["options"]] == [str(o.default) for o in spec.option_specs()]
     texture = {o.name: o for o in next(op for op in caps.ops if op.name == "texture").options}
     assert texture["iterations"].default == "100"  # once 100 in the CLI and 200 on the server
 

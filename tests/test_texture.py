@@ -243,3 +243,37 @@ def test_schedule_options_are_validated(tmp_path, exemplar):
         run = _impasto("texture", str(ex), "-o", str(tmp_path / "x.png"), "--features", "random", *args)
         assert run.returncode == 2 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
         assert not (tmp_path / "x.png").exists()
+
+
+def test_histogram_loss_holds_its_matched_copy_when_asked():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 256, generator=g).sort(dim=1).values
+    f1 = torch.randn(1, 4, 16, 16, generator=g)
+    f2 = torch.randn(1, 4, 16, 16, generator=g)
+    held: dict = {}
+    first = histogram_loss(f1, target, held=held, key="b")
+    assert set(held) == {"b"}
+    copy = held["b"]
+    # a later call reuses the first call's match (not f2's own) ...
+    reused = histogram_loss(f2, target, held=held, key="b")
+    assert reused.item() == pytest.approx((f2.reshape(4, -1) - copy).pow(2).mean().item())
+    assert reused.item() != pytest.approx(histogram_loss(f2, target).item())
+    # ... and without ``held`` every call matches afresh
+    assert first.item() == pytest.approx(histogram_loss(f1, target).item())
+
+
+def test_lbfgs_matches_histograms_once_per_run(monkeypatch, exemplar):
+    """The sorts of the histogram match run at the first evaluation of each L-BFGS run, not at every one."""
+    from impasto.train.losses import statistics
+
+    calls = []
+    real = statistics.match_histograms
+    monkeypatch.setattr(statistics, "match_histograms", lambda x, t: calls.append(1) or real(x, t))
+    net = TinyFeatures()
+    seen = []
+    texture(exemplar, (48, 48), SynthesisOptions(iterations=30, scales=1), net=net, progress=lambda p: seen.append(p))
+    runs = -(-len(seen) // 25)  # LBFGS_CHUNK evaluations per run
+    assert len(seen) >= 25 and len(calls) == runs * len(net.style_layers), (len(seen), len(calls))
+    calls.clear()
+    texture(exemplar, (48, 48), SynthesisOptions(optimizer="adam", iterations=5, scales=1), net=net)
+    assert len(calls) == 5 * len(net.style_layers)  # Adam: every step

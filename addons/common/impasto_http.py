@@ -47,6 +47,20 @@ def _image(name: str, value, files: dict[str, bytes]) -> dict:
     return {"ref": name}
 
 
+def series_items(values: dict, name: str, series: bool) -> list[tuple[int, object]]:
+    """(index from 1, value) of each item of output ``name`` in a result's ``values``, in order.
+
+    A plain output has one item (its name); a series output (``OutputInfo.series``) goes on
+    with ``name.2``, ``name.3``, ... while they are there (the wire's maps keep no order).
+    """
+    found = []
+    while True:
+        key = name if not found else f"{name}.{len(found) + 1}"
+        if key not in values or (found and not series):
+            return found
+        found.append((len(found) + 1, values[key]))
+
+
 class ImpastoError(Exception):
     """The server refused or failed a request, or could not be reached; ``str()`` is for the user."""
 

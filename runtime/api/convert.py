@@ -21,7 +21,7 @@ from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.errors import InvalidArgument
 from impasto.runtime.formats.jsontext import MAX_DEPTH, json_depth
 from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, encode_png, image_size, pixel_limit
-from impasto.runtime.ops.registry import OpOutcome, OpSpec
+from impasto.runtime.ops.registry import RGBA_ROLES, OpOutcome, OpSpec
 from impasto.runtime.ops.request import OpRequest
 
 _DTYPES = {pb.DTYPE_UNSPECIFIED: np.uint8, pb.DTYPE_U8: np.uint8, pb.DTYPE_F16: np.float16, pb.DTYPE_F32: np.float32}
@@ -154,7 +154,7 @@ class WireImage:
     def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
         if role == "mask":
             return mask_to_tensor(self.msg, label, max_side)
-        if role == "hints":
+        if role in RGBA_ROLES:
             if _kind(self.msg, label) == "raw":
                 t = raw_to_tensor(self.msg.raw, label, max_side)
                 alpha = t[3:] if t.shape[0] == 4 else torch.ones_like(t[:1])
@@ -179,18 +179,18 @@ def op_request(msg: pb.OpRequest) -> OpRequest:
 
 
 def op_result(spec: OpSpec, outcome: OpOutcome) -> pb.OpResult:
-    """An OpResult with each output under its name, by the kind its definition declares."""
+    """An OpResult with each output under its name, by the kind its definition declares.
+
+    A series output's further items go under ``name.2``, ``name.3``, ... (``Output.series``)."""
     result = pb.OpResult(op=spec.name, numbers=outcome.numbers)
     for output in spec.outputs:
-        if output.name not in outcome.values:
-            continue
-        value = outcome.values[output.name]
-        if output.kind == "image":
-            result.images[output.name].encoded = encode_png(value)
-        elif output.kind == "text":
-            result.texts[output.name] = value
-        else:
-            result.files[output.name].encoded = value
+        for _, key, value in output.items_in(outcome.values):
+            if output.kind == "image":
+                result.images[key].encoded = encode_png(value)
+            elif output.kind == "text":
+                result.texts[key] = value
+            else:
+                result.files[key].encoded = value
     return result
 
 
@@ -215,5 +215,5 @@ def op_info(spec: OpSpec) -> pb.OpInfo:
                                  together_with=s.together_with or "", min_side=s.min_side, help=s.help)
                 for s in spec.images],
         outputs=[pb.OutputInfo(name=o.name, kind=o.kind, filename=o.filename, mime=o.mime, on_request=o.on_request,
-                               place=o.place, help=o.help) for o in spec.outputs],
+                               place=o.place, help=o.help, series=o.series) for o in spec.outputs],
     )

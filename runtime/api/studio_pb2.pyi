@@ -450,7 +450,7 @@ class ImageSlotInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: bool = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ...) -> None: ...
 
 class OutputInfo(_message.Message):
-    __slots__ = ("name", "kind", "filename", "mime", "on_request", "place", "help")
+    __slots__ = ("name", "kind", "filename", "mime", "on_request", "place", "help", "series")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
@@ -458,6 +458,7 @@ class OutputInfo(_message.Message):
     ON_REQUEST_FIELD_NUMBER: _ClassVar[int]
     PLACE_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
+    SERIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     filename: str
@@ -465,7 +466,8 @@ class OutputInfo(_message.Message):
     on_request: bool
     place: str
     help: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: bool = ..., place: _Optional[str] = ..., help: _Optional[str] = ...) -> None: ...
+    series: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: bool = ..., place: _Optional[str] = ..., help: _Optional[str] = ..., series: bool = ...) -> None: ...
 
 class OpInfo(_message.Message):
     __slots__ = ("name", "description", "options", "images", "outputs", "runs_in", "models", "job", "help")

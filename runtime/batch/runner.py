@@ -5,7 +5,8 @@ tasks. Each finished task leaves a record (``<spec folder>/.impasto-batch/<spec>
 with a key made of the op, its parameters, the input file's hash and impasto's version; a
 task whose output exists and whose record has the same key is skipped on a re-run. Every
 write (output, record) goes through a temp file and a rename. A failing task is recorded
-and the others go on.
+and the others go on. An op whose main output is a series (``--variations``) writes its
+further items beside the output, ``out/a.png``, ``out/a.2.png``, ... (the main file last).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from impasto.runtime.atomic import atomic_output
 from impasto.runtime.batch.spec import BatchSpec, Task, load_spec
 from impasto.runtime.errors import InvalidArgument, message_of
-from impasto.runtime.ops.registry import RunContext, get_op
+from impasto.runtime.ops.registry import RunContext, get_op, series_path
 from impasto.runtime.ops.request import FileImage, OpRequest, run_op, use_local_models
 from impasto.train.options import read_options
 
@@ -136,10 +137,11 @@ class TaskRunner:
         try:
             if not os.path.isfile(task.input):
                 raise FileNotFoundError(f"input '{task.input}' does not exist")
-            png = self._compute(task)
+            pngs = self._compute(task)
             Path(task.output).parent.mkdir(parents=True, exist_ok=True)
-            with atomic_output(task.output) as f:
-                f.write(png)
+            for index in sorted(pngs, reverse=True):  # the main file last: it marks the task done
+                with atomic_output(series_path(task.output, index)) as f:
+                    f.write(pngs[index])
             seconds = time.perf_counter() - start
             _write_record(self.spec, task.index, {**record, "status": "done", "key": key, "seconds": round(seconds, 3),
                                                   "finished": time.time()})
@@ -152,20 +154,20 @@ class TaskRunner:
                                                   "finished": time.time()})
             return TaskResult(task.index, task.output, "failed", seconds, message)
 
-    def _compute(self, task: Task) -> bytes:
-        """The PNG of the op's main output for ``task``."""
+    def _compute(self, task: Task) -> dict[int, bytes]:
+        """The PNGs of the op's main output for ``task``, by item (1; a series output's 2, 3, ... beside it)."""
         if self.server:
             return self._on_server(task)
         from impasto.runtime.images import encode_png
 
         outcome = run_op(self.op, self.request(task), self.ctx)
-        return encode_png(outcome.values[self.op.primary_output.name])
+        return {index: encode_png(value) for index, _, value in self.op.primary_output.items_in(outcome.values)}
 
-    def _on_server(self, task: Task) -> bytes:
+    def _on_server(self, task: Task) -> dict[int, bytes]:
         from impasto.runtime.client import StudioClient
 
         request = self.request(task)
         images = {name: Path(source.path).read_bytes() for name, source in request.images.items()}
         with StudioClient(self.server, token=self.token) as client:
             result = client.run(self.spec.op, images, request.options)
-        return result.images[self.op.primary_output.name].encoded
+        return {index: value.encoded for index, _, value in self.op.primary_output.items_in(result.images)}

@@ -1,9 +1,10 @@
 """Training data on the command line: ``impasto data sources``, ``data fetch`` and ``data build``.
 
 Only parsing lives here; the work is :mod:`impasto.train.data.recipes` (fetch a declared source
-with its package manager, keep its files, write the licence manifest) and
-:mod:`impasto.train.data.landscapes` (the SPADE demo dataset). Their DataError is a user error:
-one line on stderr, exit code 2.
+with its package manager, keep its files, write the licence manifest),
+:mod:`impasto.train.data.landscapes` (the SPADE demo dataset) and
+:mod:`impasto.train.data.sketch_build` (the sketch-to-image demo set). Their DataError is a user
+error: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 
 from impasto.runtime.cli import UsageError
 
-BUILD_TASKS = ("semantic",)
+BUILD_TASKS = ("semantic", "sketch")
+DEFAULT_SIZE = {"semantic": 256, "sketch": 128}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -42,22 +44,41 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b = dsub.add_parser("build", help="build a training set from fetched sources",
                         description="semantic: procedural landscape label maps (sky, cloud, mountain, water, grass, "
                         "sand, snow, rock, tree) painted with category-matched photo crops and textures: "
-                        "OUT/images, OUT/labels (index PNGs), labels.json, split.json, manifest.json.")
+                        "OUT/images, OUT/labels (index PNGs), labels.json, split.json, manifest.json. "
+                        "sketch: sketch/picture pairs, square photo crops with their HED edge maps (class: the "
+                        "photo's category) and OpenMoji line art with its colour rendering (class: the emoji's "
+                        "group): OUT/images, OUT/sketches, classes.json, index.json, manifest.json.")
     b.add_argument("task", help=f"what to build: {', '.join(BUILD_TASKS)}")
     b.add_argument("--photos", action="append", default=[], metavar="DIR",
                    help="photo folder (e.g. `impasto data fetch endless-sky DIR`); repeatable")
     b.add_argument("--textures", action="append", default=[], metavar="DIR",
                    help="texture folder (e.g. supertuxkart, redeclipse); repeatable")
     b.add_argument("--fetch", default=None, metavar="DIR",
-                   help="fetch the demo sources first (endless-sky photos; supertuxkart and redeclipse textures) into "
-                   "DIR/SOURCE, keeping complete earlier fetches, and build from them: the whole demo set in one command")
+                   help="fetch the demo sources first into DIR/SOURCE, keeping complete earlier fetches, and build from "
+                   "them: the whole demo set in one command (semantic: endless-sky photos, supertuxkart and redeclipse "
+                   "textures; sketch: endless-sky photos, openmoji, and the hed weights if none are found)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
-    b.add_argument("--count", type=int, default=1000, help="samples (default 1000)")
-    b.add_argument("--size", type=int, default=256, help="side in px, a multiple of 8 (default 256)")
+    b.add_argument("--count", type=int, default=1000, help="semantic: samples (default 1000)")
+    b.add_argument("--size", type=int, default=None,
+                   help="side in px, a multiple of 8 (default 256 for semantic, 128 for sketch)")
     b.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same dataset (default 0)")
     b.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (default 0.1)")
     b.add_argument("--exclude-licence", action="append", default=[], metavar="PREFIX",
                    help="skip pictures whose licence starts with PREFIX (e.g. GPL, CC-BY-SA); repeatable")
+    b.add_argument("--openmoji", default=None, metavar="DIR",
+                   help="sketch: OpenMoji folder (`impasto data fetch openmoji DIR`) for the drawn line art")
+    b.add_argument("--limit", type=int, default=0,
+                   help="sketch: at most N photos per folder and N emoji, spread over them (default 0: all)")
+    b.add_argument("--edges", default="hed", choices=("hed", "sobel"),
+                   help="sketch: photo edge detector: hed (the paper's pipeline, default) or sobel (gradients through "
+                   "the same cleanup: no weights, fast, rougher)")
+    b.add_argument("--hed-weights", default=None, metavar="PATH",
+                   help="sketch: HED weights file or fetched folder (default: $IMPASTO_HED_WEIGHTS, "
+                   "~/.cache/impasto/hed, or DIR/hed with --fetch)")
+    b.add_argument("--skin-tones", action="store_true",
+                   help="sketch: keep OpenMoji's skin-tone variants (same lines, other colours)")
+    b.add_argument("--device", default="cpu", help="sketch: where HED runs: cpu (default), cuda, cuda:N")
+    b.add_argument("--threads", type=int, default=0, help="sketch: CPU threads for HED (0: torch's default)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.set_defaults(func=_guard(cmd_build))
 
@@ -103,10 +124,16 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from impasto.train.data.landscapes import LandscapeConfig, build_semantic
-
     if args.task not in BUILD_TASKS:
         raise UsageError(f"unknown build task '{args.task}': known tasks are {', '.join(BUILD_TASKS)}")
+    if args.size is None:
+        args.size = DEFAULT_SIZE[args.task]
+    return _build_sketch(args) if args.task == "sketch" else _build_semantic(args)
+
+
+def _build_semantic(args: argparse.Namespace) -> int:
+    from impasto.train.data.landscapes import LandscapeConfig, build_semantic
+
     config = LandscapeConfig(count=args.count, size=args.size, seed=args.seed, val_fraction=args.val_fraction,
                              exclude_licences=tuple(args.exclude_licence))
     photos, textures = list(args.photos), list(args.textures)
@@ -127,4 +154,48 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {summary['count']} samples ({summary['train']} train, {summary['val']} val) to "
               f"{summary['output']}, {summary['ms_per_sample']} ms each, from {summary['pictures']} pictures")
+    return 0
+
+
+def _build_sketch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from impasto.train.data.recipes import DataError, fetch
+    from impasto.train.data.sketch_build import DEMO_SOURCES, SketchBuildConfig, build_sketch
+
+    if args.textures:
+        raise UsageError("--textures is for `data build semantic`; the sketch set takes --photos and --openmoji")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    photos, openmoji, weights = list(args.photos), args.openmoji, args.hed_weights
+    if args.fetch:
+        for name in DEMO_SOURCES["photos"]:
+            photos.append(str(Path(args.fetch) / name))
+            fetch(name, photos[-1])  # a complete earlier fetch is kept as it is
+        openmoji = openmoji or str(Path(args.fetch) / DEMO_SOURCES["drawn"][0])
+        fetch(DEMO_SOURCES["drawn"][0], openmoji)
+        if args.edges == "hed" and not weights:
+            from impasto.train.models.hed import hed_weights_path
+
+            try:
+                hed_weights_path(None)  # $IMPASTO_HED_WEIGHTS or the default folder
+            except DataError:
+                weights = str(Path(args.fetch) / DEMO_SOURCES["weights"][0])
+                fetch(DEMO_SOURCES["weights"][0], weights)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    config = SketchBuildConfig(size=args.size, limit=args.limit, val_fraction=args.val_fraction, edges=args.edges,
+                               skin_tones=args.skin_tones, exclude_licences=tuple(args.exclude_licence),
+                               hed_weights=weights, device=args.device)
+    summary = build_sketch(args.output, photos, openmoji, config)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        state = "already built: " if summary.get("unchanged") else "wrote "
+        rate = f", photo edges {summary['photo_crops_per_s']} crops/s" if summary.get("photo_crops_per_s") else ""
+        print(f"{state}{summary['items']} pairs ({summary['train']} train, {summary['val']} val; "
+              f"{summary['per_source'].get('photo', 0)} photo edges, {summary['per_source'].get('drawn', 0)} drawn) "
+              f"in {summary['classes']} classes to {summary['output']}{rate}")
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from impasto.runtime.cli import flags
-from impasto.runtime.cli.outputs import Target, check_targets, primary_suffixes, write_output
+from impasto.runtime.cli.outputs import Target, check_targets, primary_suffixes, series_note, write_items
 from impasto.runtime.ops.registry import OpSpec, RunContext, get_op, list_ops
 from impasto.runtime.ops.request import FileImage, Labels, OpRequest
 
@@ -73,11 +73,11 @@ def add_op_arguments(parser: argparse.ArgumentParser, spec: OpSpec) -> None:
     primary = spec.primary_output
     suffixes = primary_suffixes(primary)
     outputs.add_argument("-o", "--output", dest=OUTPUT + primary.name, required=True, metavar="FILE",
-                         help=_escape(f"{primary.help} ({' or '.join(suffixes) or 'any file'})"))
+                         help=_escape(f"{primary.help} ({' or '.join(suffixes) or 'any file'}{series_note(primary)})"))
     for output in spec.outputs[1:]:
         for flag, allowed in output.flags:
             outputs.add_argument(flag, dest=f"{OUTPUT}{output.name}:{flag}", default=None, metavar=f"FILE{allowed[0]}",
-                                 help=_escape(f"write {output.help} ({' or '.join(allowed)})"))
+                                 help=_escape(f"write {output.help} ({' or '.join(allowed)}{series_note(output)})"))
 
 
 def _escape(text: str) -> str:
@@ -260,13 +260,8 @@ def run_local(args: argparse.Namespace) -> int:
 
 
 def write_all(targets: list[Target], values: dict[str, Any]) -> list[str]:
-    """Every target written from the result ``values``; the paths in order."""
-    written = []
-    for t in targets:
-        if t.output.name not in values:
-            raise RuntimeError(f"the op gave no '{t.output.name}' output")  # a definition bug, not the user's
-        written.append(write_output(t, values[t.output.name]))
-    return written
+    """Every target written from the result ``values`` (each item of a series output); the paths in order."""
+    return [path for t in targets for path in write_items(t, values)]
 
 
 def summary(targets: list[Target], written: list[str], numbers: dict[str, float]) -> dict[str, Any]:

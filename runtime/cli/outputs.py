@@ -7,7 +7,9 @@ a failed or interrupted run never leaves half a file.
 
 An op's result values come in two forms: a local run gives tensors (images), strings
 (texts) and bytes (files); a server's reply gives the same, except that images arrive as
-encoded PNG. :func:`write_output` takes either.
+encoded PNG. :func:`write_output` takes either. A series output (``Output.series``: several
+results, e.g. ``--variations``) writes ``OUT.png``, ``OUT.2.png``, ``OUT.3.png``, ...
+(:func:`write_items`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from impasto.runtime.ops.registry import Output
+from impasto.runtime.ops.registry import Output, series_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -60,6 +62,23 @@ def check_targets(targets: list[Target]) -> None:
         if where in seen:
             raise UsageError(f"{seen[where]} and {t.flag} both write '{t.path}': give each its own file")
         seen[where] = t.flag
+
+
+def series_note(output: Output) -> str:
+    """The help text's note on how a series output's files are named ('' for a plain output)."""
+    return "; several results: out.png, out.2.png, out.3.png, ..." if output.series else ""
+
+
+def write_items(target: Target, values: dict[str, Any]) -> list[str]:
+    """Every item of ``target``'s output in the result ``values`` written; the paths, in order.
+
+    A plain output is one file, ``target.path``; a series output's item k goes to
+    :func:`series_path` (``OUT.png``, ``OUT.2.png``, ...)."""
+    items = target.output.items_in(values)
+    if not items:
+        raise RuntimeError(f"the op gave no '{target.output.name}' output")  # a definition bug, not the user's
+    return [write_output(Target(target.output, target.flag, series_path(target.path, index), target.suffixes), value)
+            for index, _, value in items]
 
 
 def write_output(target: Target, value: Any) -> str:

@@ -71,15 +71,13 @@ def _wire_images(request_images: dict) -> dict[str, Any]:
 
 
 def _result_values(spec: OpSpec, result: Any) -> dict[str, Any]:
-    """An OpResult's outputs by name: PNG bytes (images), strings (texts), bytes (files)."""
+    """An OpResult's outputs by key (a series output's items as name, name.2, ...): PNG bytes (images),
+    strings (texts), bytes (files)."""
     values: dict[str, Any] = {}
     for output in spec.outputs:
-        if output.kind == "image" and output.name in result.images:
-            values[output.name] = result.images[output.name].encoded
-        elif output.kind == "text" and output.name in result.texts:
-            values[output.name] = result.texts[output.name]
-        elif output.kind == "file" and output.name in result.files:
-            values[output.name] = result.files[output.name].encoded
+        field = {"image": result.images, "text": result.texts, "file": result.files}[output.kind]
+        for _, key, value in output.items_in(field):
+            values[key] = value if output.kind == "text" else value.encoded
     return values
 
 

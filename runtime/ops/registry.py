@@ -22,9 +22,10 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from impasto.runtime.errors import NotFound
@@ -33,10 +34,12 @@ from impasto.train.options import OptionSpec, options_of
 log = logging.getLogger(__name__)
 
 BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize",
-           "impasto.runtime.ops.semantic")
+           "impasto.runtime.ops.semantic", "impasto.runtime.ops.sketchify", "impasto.runtime.ops.sketch")
 ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints")
 KINDS = ("image", "text", "file")  # a tensor (sent as PNG), a string, bytes of a file
 PLACES = ("layer", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
+# roles decoded with their alpha, (4, H, W) RGBA: colour hints, and sketches (strokes on a transparent layer)
+RGBA_ROLES = ("hints", "sketch")
 
 
 class UnknownOpError(NotFound):
@@ -52,7 +55,7 @@ class ImageSlot:
 
     name: str
     help: str
-    role: str = "image"  # how it is decoded: mask -> (1, H, W) grey; hints -> (4, H, W) RGBA; else (3, H, W)
+    role: str = "image"  # how it is decoded: mask -> (1, H, W) grey; RGBA_ROLES -> (4, H, W) RGBA; else (3, H, W)
     required: bool = True
     same_size_as: str | None = None  # another slot this one must match in size
     together_with: str | None = None  # a slot that must be given with this one (label map pairs)
@@ -77,6 +80,13 @@ class Output:
     ``place`` tells the add-ons where a result goes: a new ``layer`` (Krita) / image
     (Blender), a ``texture`` (a Blender image that can feed a material), a ``vector``
     layer (SVG), or a ``file`` to keep beside the document.
+
+    A ``series`` output may come as several items (``--variations K``): the op returns the
+    first under the output's name and the others under ``name.2``, ``name.3``, ... in order
+    (:func:`series_key`), in ``OpOutcome.values`` and in the wire ``OpResult`` alike (whose maps
+    keep no order: :meth:`items_in` and :func:`split_series_key` give it back); their
+    files are ``OUT.png``, ``OUT.2.png``, ... (:func:`series_filename`), and add-ons place
+    one layer per item. An op that returns one item returns just the name, as usual.
     """
 
     name: str
@@ -88,10 +98,53 @@ class Output:
     on_request: bool = False
     place: str = "layer"
     save: Callable[[Any, str], None] | None = None  # writer for local files by suffix (default: by kind)
+    series: bool = False  # several items may come: name, name.2, name.3, ... (see the class docstring)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or self.place not in PLACES:
             raise ValueError(f"output '{self.name}': kind must be one of {KINDS}, place one of {PLACES}")
+        if self.series and "." in self.name:
+            raise ValueError(f"output '{self.name}': a series output's name has no '.' (its items are name.2, ...)")
+
+    def items_in(self, values: Mapping[str, Any]) -> list[tuple[int, str, Any]]:
+        """(index from 1, key, value) of each of this output's items in a result's ``values``, in order.
+
+        One item (the name) for a plain output; a series goes on while ``name.2``, ``name.3``, ... are there.
+        """
+        found = []
+        while (key := series_key(self.name, len(found) + 1)) in values and (self.series or not found):
+            found.append((len(found) + 1, key, values[key]))
+        return found
+
+
+def series_key(name: str, index: int) -> str:
+    """The result key of item ``index`` (from 1) of output ``name``: ``image``, ``image.2``, ``image.3``, ..."""
+    return name if index == 1 else f"{name}.{index}"
+
+
+def split_series_key(key: str) -> tuple[str, int]:
+    """(output name, item index) of a result key: ``image.3`` -> (``image``, 3), ``image`` -> (``image``, 1)."""
+    name, dot, tail = key.rpartition(".")
+    if dot and tail.isdigit() and int(tail) >= 2 and str(int(tail)) == tail:
+        return name, int(tail)
+    return key, 1
+
+
+def series_filename(filename: str, index: int) -> str:
+    """The file name of item ``index`` of a series: ``image.png``, ``image.2.png``, ``image.3.png``, ...
+
+    The index goes before the last suffix (after the whole name when there is none); item 1
+    keeps the name. Paths: apply it to the file name alone (``path.with_name``)."""
+    if index == 1:
+        return filename
+    stem, dot, suffix = filename.rpartition(".")
+    return f"{stem}.{index}.{suffix}" if dot and stem else f"{filename}.{index}"
+
+
+def series_path(path: str, index: int) -> str:
+    """Where item ``index`` of a series written to ``path`` goes: ``out/a.png``, ``out/a.2.png``, ... (CLI, batch)."""
+    p = Path(path)
+    return path if index == 1 else str(p.with_name(series_filename(p.name, index)))
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 
 from impasto.runtime.errors import InvalidArgument
 from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, image_size, load_example
-from impasto.runtime.ops.registry import OpOutcome, OpSpec, RunContext
+from impasto.runtime.ops.registry import RGBA_ROLES, OpOutcome, OpSpec, RunContext
 from impasto.train.options import read_options
 
 
@@ -30,7 +30,7 @@ class ImageSource(Protocol):
         """(H, W) from the header alone; raises an InvalidArgument error naming ``label``."""
 
     def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
-        """The pixels as the role needs them: mask (1, H, W), hints (4, H, W), else (3, H, W) in [0, 1]."""
+        """The pixels as the role needs them: mask (1, H, W), RGBA_ROLES (4, H, W), else (3, H, W) in [0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class FileImage:
             return by_role(load_example(self.path.split(":", 1)[1]), role)
         data = self._bytes(label)
         what = f"{label} '{self.path}'"
-        if role == "hints":
+        if role in RGBA_ROLES:
             return decode_rgba(data, max_side=max_side, what=what)
         return by_role(decode_image(data, max_side=max_side, what=what), role)
 
@@ -67,7 +67,7 @@ def by_role(rgb: torch.Tensor, role: str) -> torch.Tensor:
     """A decoded (3, H, W) image as its slot's role needs it (a mask is the mean of RGB)."""
     if role == "mask":
         return rgb.mean(0, keepdim=True)
-    if role == "hints":
+    if role in RGBA_ROLES:
         return torch.cat([rgb, torch.ones_like(rgb[:1])])
     return rgb
 

@@ -13,7 +13,9 @@ The schedule (see :class:`SynthesisOptions`) is chosen for speed: the finest of 
 scales costs four times the one before per step, and it starts from a good coarse solution,
 so it takes few steps (``fine_iterations``, default 20 against 100), and L-BFGS with a
 strong-Wolfe line search (as Gatys et al. and Risser et al. used) does more with those few
-network passes than Adam. Cheaper layers there are options: the deepest (VGG-19's relu4_1 and
+network passes than Adam. Each L-BFGS run of 25 evaluations also matches the histograms once
+(the per-channel sorts cost about a third of a 512 px step) and holds the matched copies, as it
+holds its other weights, so its line search sees one fixed objective. Cheaper layers there are options: the deepest (VGG-19's relu4_1 and
 relu5_1, which see the large structure the coarse scales already fixed) computed on a 2x
 smaller copy (``fine_layers="half"``) or dropped (``"shallow"``). The earlier schedule stays
 reachable: ``optimizer="adam", fine_iterations=0`` (docs/benchmarks.md compares them).
@@ -338,6 +340,7 @@ class _Objective:
         self.layers = self.shallow if split == "shallow" else net.style_layers
         self.labels = labels
         self.ex_masks = self.out_masks = None
+        self.held: dict | None = None  # histogram-matched copies held through an L-BFGS run (None: matched afresh)
         with torch.no_grad():
             ex_feats = self.features(exemplar)
             if labels is not None:
@@ -365,7 +368,7 @@ class _Objective:
         terms = []
         for name in self.layers:
             f = feats[name]
-            loss = _style_loss(f, name, self.targets, options, self.out_masks, self.ex_masks, self.generator)
+            loss = _style_loss(f, name, self.targets, options, self.out_masks, self.ex_masks, self.generator, self.held)
             if self.content is not None and name == CONTENT_LAYER:
                 loss = loss + options.content_weight * content_loss(f, self.content)
             terms.append((f, options.style_weight * loss))
@@ -397,9 +400,10 @@ def _lbfgs(image: torch.Tensor, objective: _Objective, options: SynthesisOptions
     """About ``n`` loss evaluations of L-BFGS (strong-Wolfe line search) on ``image`` in place.
 
     A line search needs one fixed objective, so the balancing weights (each layer's 1 / mean
-    gradient magnitude) and the sliced loss's random directions are drawn at the start of each
-    run of ``LBFGS_CHUNK`` evaluations and held through it; between runs the pixels are clamped
-    to [0, 1] and the optimiser restarts.
+    gradient magnitude), the sliced loss's random directions and the histogram loss's matched
+    copies (whose per-channel sorts are the costliest part of a large step) are made at the start
+    of each run of ``LBFGS_CHUNK`` evaluations and held through it; between runs the pixels are
+    clamped to [0, 1] and the optimiser restarts. (Adam matches afresh at every step.)
     """
     done = 0
     while done < n:
@@ -414,18 +418,20 @@ def _lbfgs_run(image: torch.Tensor, objective: _Objective, options: SynthesisOpt
                                   tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe")
     weights: list[float] = []
     directions = objective.generator.get_state()
+    objective.held = {}  # the histogram matches of the run's first evaluation, reused by the rest
     evaluations = 0
 
     def closure() -> torch.Tensor:
         nonlocal evaluations
         optimiser.zero_grad(set_to_none=True)
         objective.generator.set_state(directions)
-        terms = objective.terms(image)
+        seen = image.clamp(0, 1)  # the loss sees the pixels the result will have (L-BFGS steps may overshoot)
+        terms = objective.terms(seen)
         if not weights:
             weights.extend(_balance_weight(f, loss, options.balance) for f, loss in terms)
         total = sum(w * loss for w, (_, loss) in zip(weights, terms))
         if options.tv_weight:
-            total = total + options.tv_weight * total_variation(image, wrap=options.tileable)
+            total = total + options.tv_weight * total_variation(seen, wrap=options.tileable)
         total.backward()
         evaluations += 1
         report(sum(float(loss.detach()) for _, loss in terms), image)
@@ -443,7 +449,8 @@ def _balance_weight(f: torch.Tensor, loss: torch.Tensor, balance: bool) -> float
     return 1.0 / (float(g.abs().mean()) + 1e-8)
 
 
-def _style_loss(f, name, targets: _Targets, options: SynthesisOptions, out_masks, ex_masks, generator) -> torch.Tensor:
+def _style_loss(f, name, targets: _Targets, options: SynthesisOptions, out_masks, ex_masks, generator,
+                held: dict | None = None) -> torch.Tensor:
     regions = out_masks[name] if out_masks is not None else [None]
     loss = f.sum() * 0
     for r, mask in enumerate(regions):
@@ -453,7 +460,7 @@ def _style_loss(f, name, targets: _Targets, options: SynthesisOptions, out_masks
             continue
         loss = loss + gram_loss(f, targets.gram[name][r], mask)
         if options.loss == "histogram":
-            loss = loss + histogram_loss(f, targets.sorted[name][r], mask)
+            loss = loss + histogram_loss(f, targets.sorted[name][r], mask, held, (name, r))
     return loss
 
 

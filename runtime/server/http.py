@@ -13,7 +13,8 @@ newline-delimited JSON (``application/x-ndjson``), one event per line.
     POST /v1/render                    multipart or JSON -> image/png
     GET  /v1/jobs                      GET /v1/jobs/{id}      POST /v1/jobs/{id}/cancel
     GET  /v1/jobs/{id}/events          NDJSON: every event so far, then live ones
-    GET  /v1/jobs/{id}/files/{name}    preview.png, or an output's file name (Capabilities: OutputInfo.filename)
+    GET  /v1/jobs/{id}/files/{name}    preview.png, or an output's file name (Capabilities: OutputInfo.filename;
+                                       a series output's items: image.png, image.2.png, ...)
     /v2/...                            KServe v2 REST (kserve_http.py)
     GET  /metrics
 """
@@ -34,6 +35,7 @@ from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.api.convert import WireError
 from impasto.runtime.errors import code_of, elide, http_status, message_of
 from impasto.runtime.formats.jsontext import load_json
+from impasto.runtime.ops.registry import Output, series_filename, series_key, split_series_key
 from impasto.runtime.server.auth import OPEN_HTTP_PATHS, Principals
 from impasto.runtime.server.kserve_http import KServeRoutes
 from impasto.runtime.server.metrics import Metrics
@@ -57,7 +59,8 @@ def error_response(code: grpc.StatusCode, message: str) -> web.Response:
 def _strip_images(event: pb.JobEvent, filenames: dict[str, str]) -> pb.JobEvent:
     """A copy of ``event`` whose image and file bytes are replaced by URLs of the job's files.
 
-    ``filenames`` maps the op's outputs to their file names (its definition's ``Output.filename``).
+    ``filenames`` maps the op's outputs to their file names (its definition's ``Output.filename``);
+    a series output's item ``image.2`` is the file ``image.2.png``.
     """
     event = pb.JobEvent.FromString(event.SerializeToString())
     base = f"/v1/jobs/{event.job_id}/files/"
@@ -65,8 +68,9 @@ def _strip_images(event: pb.JobEvent, filenames: dict[str, str]) -> pb.JobEvent:
         event.progress.preview.ref = base + "preview.png"
     if event.HasField("op_result"):
         for field in (event.op_result.images, event.op_result.files):
-            for name, image in field.items():
-                image.ref = base + filenames[name]
+            for key, image in field.items():
+                name, index = (key, 1) if key in filenames else split_series_key(key)
+                image.ref = base + series_filename(filenames[name], index)
     if event.HasField("image_result"):
         event.image_result.image.ref = base + filenames["image"]
     if event.HasField("result"):
@@ -74,6 +78,18 @@ def _strip_images(event: pb.JobEvent, filenames: dict[str, str]) -> pb.JobEvent:
         if event.result.HasField("animation"):
             event.result.animation.ref = base + filenames["animation"]
     return event
+
+
+def _job_file(outputs: tuple[Output, ...], name: str) -> tuple[Output, str] | None:
+    """The output and result key a job file name stands for (``image.2.png`` -> the image output, ``image.2``)."""
+    for output in outputs:
+        if name == output.filename:
+            return output, output.name
+        for base in (name.rpartition(".")[0], name):  # an index before the suffix, or at the end (no suffix)
+            index = split_series_key(base)[1]
+            if output.series and index > 1 and series_filename(output.filename, index) == name:
+                return output, series_key(output.name, index)
+    return None
 
 
 def _resolve(name: str, image: pb.Image, parts: dict[str, bytes]) -> None:
@@ -259,22 +275,24 @@ class HttpApi:
     async def job_file(self, request):
         job = self.studio.jobs.get(request.match_info["id"], request["principal"])
         name = request.match_info["name"]
-        outputs = {o.filename: o for o in job.spec.outputs}
-        if name != "preview.png" and name not in outputs:
-            raise WireError(f"unknown job file '{name}': use one of preview.png, {', '.join(outputs)}")
+        found = _job_file(job.spec.outputs, name)
+        if name != "preview.png" and found is None:
+            files = ", ".join(o.filename + (" (a series: then " + series_filename(o.filename, 2) + ", ...)" if o.series
+                                            else "") for o in job.spec.outputs)
+            raise WireError(f"unknown job file '{name}': use one of preview.png, {files}")
         data: bytes | str | None = None
         mime = "image/png"
         if name == "preview.png":
             previews = [e.progress.preview.encoded for e in job.events if e.HasField("progress") and e.progress.HasField("preview")]
             data = previews[-1] if previews else None
         elif job.result is not None:
-            output, result = outputs[name], job.result
+            (output, key), result = found, job.result
             mime = output.mime
             if output.kind == "text":
-                data = result.texts.get(output.name)
+                data = result.texts.get(key)
             else:
                 field = result.images if output.kind == "image" else result.files
-                data = field[output.name].encoded if output.name in field else None
+                data = field[key].encoded if key in field else None
         if data is None:
             return error_response(grpc.StatusCode.NOT_FOUND, f"job {job.id} has no {name} (state {pb.JobState.Name(job.state)})")
         return web.Response(body=data.encode() if isinstance(data, str) else data, content_type=mime)

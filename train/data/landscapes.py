@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from impasto.train.data.labels import LANDSCAPE, LabelTable
-from impasto.train.data.recipes import MANIFEST, DataError, material, name_prefix
+from impasto.train.data.recipes import MANIFEST, DataError, material, name_prefix, swap_into_place
 
 __all__ = ["CATEGORY_CLASSES", "LandscapeConfig", "Picture", "PicturePool", "build_semantic", "draw_layout",
            "fill_layout"]
@@ -391,10 +390,8 @@ def build_semantic(out: str | Path, photos: list[str | Path], textures: list[str
             "samples": samples, "seconds_per_sample": seconds / config.count,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            os.replace(out, tmp / "old")
-        os.replace(tmp, out)
-        tmp = out / "old"
+        swap_into_place(tmp, out, tmp)
+        tmp = out / "old"  # the previous build, if any: removed below
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("wrote %d samples to %s (%.1f ms each)", config.count, out, 1000 * seconds / config.count)

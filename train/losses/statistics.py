@@ -71,16 +71,27 @@ def sorted_features(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.
     return f.sort(dim=1).values
 
 
-def histogram_loss(x: torch.Tensor, target_sorted: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared distance of ``x``'s activations to their histogram-matched copy (held constant)."""
+def histogram_loss(x: torch.Tensor, target_sorted: torch.Tensor, mask: torch.Tensor | None = None,
+                   held: dict | None = None, key: object = None) -> torch.Tensor:
+    """Squared distance of ``x``'s activations to their histogram-matched copy (held constant).
+
+    The match sorts every channel, the costliest part of the loss at large sizes. With a
+    ``held`` dict the copy made at the first call for ``key`` is reused by later calls (the
+    ranks go stale slowly as the image changes): an L-BFGS run holds it, like its other
+    weights, so its line search sees one fixed quadratic objective.
+    """
     f = _flat(x)
     if mask is not None:
         keep = mask.reshape(-1) > 0.5
         if not keep.any():
             return f.sum() * 0
         f = f[:, keep]
-    with torch.no_grad():
-        remapped = match_histograms(f, target_sorted)
+    remapped = held.get(key) if held is not None else None
+    if remapped is None:
+        with torch.no_grad():
+            remapped = match_histograms(f, target_sorted)
+        if held is not None:
+            held[key] = remapped
     return (f - remapped).pow(2).mean()
 
 

@@ -1,5 +1,6 @@
 """Saving and loading model weights as safetensors (fp16 on disk where parity holds; config, label table and
-metrics in the metadata): stroke renderers, semantic generators (SPADE) and segmenters."""
+metrics in the metadata): stroke renderers, semantic generators (SPADE), segmenters and sketch generators
+(SketchyGAN)."""
 
 from __future__ import annotations
 
@@ -249,3 +250,85 @@ def load_segmenter(path: str | Path, device: str | torch.device = "cpu"):
     except RuntimeError as e:
         raise ValueError(f"{path}: the segmenter weights do not fit the stored config: {e}") from None
     return model.to(device).eval(), table
+
+
+# -- sketch to image (SketchyGAN) -------------------------------------------------------------------
+# One file holds the generator (a trainer's EMA weights, say), its config and its class names,
+# so that export and every interface map class names to the indices the model was trained on.
+# Parametrized weights (spectral norm, when a generator has any) are folded before saving.
+
+SKETCH_KIND = "sketch"
+
+
+def _check_classes(classes, num_classes: int, where: str) -> list[str]:
+    names = list(classes)
+    if len(names) != num_classes:
+        raise ValueError(f"{where}: {len(names)} class names but the model has {num_classes} classes")
+    if any(not isinstance(n, str) or not n.strip() for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"{where}: class names must be distinct non-empty strings, got {names}")
+    return names
+
+
+def save_sketch(path: str | Path, generator: torch.nn.Module, config, classes, *, fp16: bool = True,
+                metrics: dict | None = None) -> Path:
+    """Write a sketch generator (:mod:`impasto.train.models.sketchygan`) with ``config`` and ``classes`` to ``path``.
+
+    ``classes`` are the class names in index order (``len(classes) == config.num_classes``).
+    The module passed in is left as it is (training can go on); floating tensors are stored
+    in fp16 when ``fp16``. Returns ``path``.
+    """
+    names = _check_classes(classes, config.num_classes, "save_sketch")
+    meta = {
+        "kind": json.dumps(SKETCH_KIND),  # every value is JSON, as read_metadata expects
+        "config": json.dumps(config.to_dict()),
+        "classes": json.dumps(names),
+        "metrics": json.dumps(metrics or {}),
+    }
+    return write_weights(path, folded_state_dict(generator), meta, fp16=fp16)
+
+
+def read_sketch_metadata(path: str | Path):
+    """(config, classes) of a sketch weights file, without loading its tensors; errors name the file."""
+    from impasto.train.models.sketchygan import SketchConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sketch model weights not found: {path}")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("kind") != json.dumps(SKETCH_KIND) or "config" not in meta or "classes" not in meta:
+        raise ValueError(f"{path} is not an impasto sketch model file (its metadata has no kind/config/classes)")
+    config = SketchConfig.from_dict(json.loads(meta["config"]))
+    return config, _check_classes(json.loads(meta["classes"]), config.num_classes, str(path))
+
+
+def load_sketch(path: str | Path, device: str | torch.device = "cpu"):
+    """(generator, config, classes) from a file written by :func:`save_sketch`; float32, eval mode."""
+    from impasto.train.models.sketchygan import build_generator
+
+    path = Path(path)
+    config, classes = read_sketch_metadata(path)
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    generator = build_generator(config)
+    try:
+        generator.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the generator weights do not fit the stored config: {e}") from None
+    return generator.to(device).eval(), config, classes
+
+
+def shipped_sketch_path(dataset: str = "demo") -> Path:
+    """Where the package keeps the demo sketch model trained on ``dataset``."""
+    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"sketch_{dataset}.safetensors")))
+
+
+def require_shipped_sketch(dataset: str = "demo") -> Path:
+    """The shipped sketch weights for ``dataset``, or FileNotFoundError saying how to make them."""
+    path = shipped_sketch_path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no sketch demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
+            f"`impasto data build sketch`, train with `impasto train sketch`, then export the result with "
+            f"`impasto export sketch_{dataset} --checkpoint FILE.safetensors`"
+        )
+    return path

@@ -6,7 +6,8 @@ panel lists the ops that run as jobs and draws the chosen op's form from its sch
 outputs)`` and puts each output where its ``place`` says: ``layer`` -> a new image (or the
 source image, in place), ``texture`` -> a new image and, on request, a material on the
 active object, text outputs asked for -> a Text datablock, file outputs asked for -> a file
-beside the .blend. A new server-side op appears here with no add-on release.
+beside the .blend; a ``series`` output's items (variations) -> a new image each, numbered.
+A new server-side op appears here with no add-on release.
 
 Layers: the panels and operators here (UI), ``forms.py`` (Capabilities -> properties),
 ``jobs.py`` (requests off the main thread, results back by a timer), ``images.py``
@@ -32,7 +33,7 @@ from bpy.props import (
 )
 
 from . import forms, images, jobs, labels
-from .impasto_http import ImpastoClient
+from .impasto_http import ImpastoClient, series_items
 
 
 def prefs():
@@ -75,7 +76,8 @@ def _op_items(self, context):
 
 def _op_changed(self, context):
     if self.op and self.op != self.form_op:
-        forms.build(self, forms.op_info(capabilities(self), self.op))
+        caps = capabilities(self)
+        forms.build(self, forms.op_info(caps, self.op), models=caps.get("models", []))
 
 
 class ImpastoPreferences(bpy.types.AddonPreferences):
@@ -137,7 +139,7 @@ class IMPASTO_OT_connect(_Launcher):
             target = s.form_op if s.form_op in names else (names[0] if names else "")
             if target:
                 s.op = target
-            forms.build(s, forms.op_info(caps, target), keep=True)
+            forms.build(s, forms.op_info(caps, target), keep=True, models=caps.get("models", []))
             s.status = f"connected: impasto {caps.get('version', '?')} on {', '.join(caps.get('devices', [])) or '?'}"
             return f"connected: {', '.join(names) or 'no operations'}"
 
@@ -157,7 +159,7 @@ class Delivery:
 
     op: str
     source: str  # the main slot's image name ("" without one): names results, takes in-place results
-    outputs: list[tuple[str, str, str, str, bool]]  # (name, kind, place, filename, asked for)
+    outputs: list[tuple[str, str, str, str, bool, bool]]  # (name, kind, place, filename, asked for, series)
     in_place: bool = False
     make_material: bool = False
     obj: str = ""  # the active object at launch (for the material)
@@ -227,7 +229,7 @@ class IMPASTO_OT_run(_Launcher):
         wanted = [o.name for o in s.outputs if o.on_request and o.wanted]
         active = context.view_layer.objects.active if context.view_layer else None
         delivery = Delivery(op, source.name if source else "",
-                            [(o.name, o.kind, o.place, o.filename, o.on_request and o.wanted)
+                            [(o.name, o.kind, o.place, o.filename, o.on_request and o.wanted, o.series)
                              for o in s.outputs if not o.on_request or o.wanted],
                             in_place=s.in_place and primary in chosen, make_material=s.make_material,
                             obj=active.name if active else "", note=snapped)
@@ -275,26 +277,33 @@ class IMPASTO_OT_cancel(bpy.types.Operator):
 
 
 def deliver(result: dict, d: Delivery) -> str:
-    """Put each output of a finished job where its ``place`` says (main thread); returns the message."""
+    """Put each output of a finished job where its ``place`` says (main thread); returns the message.
+
+    A series output's items (variations) become new images *SOURCE (impasto OP 1)*, *... 2*,
+    ... in order, never in place; with *Material on active object*, the first item's texture
+    feeds the material (the others are in the image list, for its Image Texture node).
+    """
     stem = d.source or d.op
     first_image = True
-    for name, kind, place, filename, asked in d.outputs:
+    for name, kind, place, filename, asked, series in d.outputs:
         if kind == "image" and name in result.get("images", {}):
-            png = result["images"][name]
-            title = f"{stem} (impasto {d.op})" if first_image else f"{stem} (impasto {d.op} {name})"
+            items = series_items(result["images"], name, series)
+            title = f"{stem} (impasto {d.op}" + ("" if first_image else f" {name}")
             first_image = False
             target = bpy.data.images.get(d.source) if d.source else None
-            if place == "layer" and d.in_place and target is not None:
-                images.replace_pixels(target, png)
+            if place == "layer" and d.in_place and target is not None and not series:
+                images.replace_pixels(target, items[0][1])
                 d.made.append(f"'{target.name}' in place")
                 continue
-            new = images.load_png(png, title)
-            _show(new, d.source)
-            d.made.append(f"'{new.name}'")
+            made = []
+            for index, png in items:
+                made.append(images.load_png(png, title + (f" {index})" if len(items) > 1 else ")")))
+                d.made.append(f"'{made[-1].name}'")
+            _show(made[0], d.source)
             if place == "texture" and d.make_material:
                 obj = bpy.data.objects.get(d.obj) if d.obj else None
                 if obj is not None and hasattr(obj.data, "materials"):
-                    material = images.material_with(new, new.name)
+                    material = images.material_with(made[0], made[0].name)
                     obj.data.materials.append(material)
                     obj.active_material_index = len(obj.data.materials) - 1
                     d.made.append(f"material '{material.name}' on '{obj.name}'")
@@ -390,8 +399,8 @@ def draw_form(layout, s, info: dict) -> None:
         if out.on_request:
             col.prop(out, "wanted", text=f"Also {forms.label(out.name)}")
     places = {o.place for o in s.outputs if o.kind == "image"}
-    if "layer" in places and forms.primary_slot(info):
-        col.prop(s, "in_place")
+    if any(o.kind == "image" and o.place == "layer" and not o.series for o in s.outputs) and forms.primary_slot(info):
+        col.prop(s, "in_place")  # a series (variations) always makes new images
     if "texture" in places:
         col.prop(s, "make_material")
     if labels.has_labels(info) and op_palette(s, info) is not None:

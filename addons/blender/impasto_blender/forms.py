@@ -12,7 +12,10 @@ collections on the scene's settings, rebuilt on Connect and when the chosen op c
 - ``images``: one :class:`ImpastoSlot` per image slot, an Image pointer;
 - ``outputs``: one :class:`ImpastoOutput` per output, a checkbox for those made on request.
 
-Nothing here knows any op by name: a new server-side op appears with its form.
+A string option whose values the model lists in its Capabilities parameters
+(:data:`MODEL_LISTS`: ``class_name`` from ``impasto.classes``) is a menu of the chosen
+model's list, refreshed when the ``model`` option changes. Nothing here knows any op by
+name: a new server-side op appears with its form.
 Protobuf's JSON mapping omits fields at their default (false, 0, "", []), so every read
 below treats a missing field as its default.
 """
@@ -34,6 +37,7 @@ from bpy.props import (
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1  # Blender's IntProperty is 32-bit
 VALUE_PROP = {"int": "int_value", "float": "float_value", "bool": "bool_value", "string": "string_value"}
+MODEL_LISTS = {"class_name": "impasto.classes"}  # string options whose values a model lists in its parameters
 
 
 # ---- reading Capabilities -------------------------------------------------------------------
@@ -62,6 +66,16 @@ def makes_texture(info: dict) -> bool:
 
 def texture_ops(caps: dict) -> list[dict]:
     return [o for o in job_ops(caps) if makes_texture(o)]
+
+
+def model_list(caps_models: list[dict], model: str, key: str) -> list[str]:
+    """Model ``model``'s list under parameter ``key`` (a JSON list of names); [] without one."""
+    entry = next((m for m in caps_models or [] if m.get("name") == model), {})
+    try:
+        values = json.loads((entry.get("parameters") or {}).get(key, ""))
+    except ValueError:
+        return []
+    return [str(v) for v in values] if isinstance(values, list) and all(isinstance(v, str) for v in values) else []
 
 
 def primary_slot(info: dict) -> str | None:
@@ -139,6 +153,14 @@ def _clamp_int(self, context):
         self.int_value = value
 
 
+def _model_changed(self, context):
+    """The ``model`` option changed: options whose values the model lists take its list."""
+    if self.name == "model":
+        settings = getattr(self.id_data, "impasto", None)  # the scene that holds the form
+        if settings is not None:
+            follow_model(settings)
+
+
 def _clamp_float(self, context):
     value = self.float_value
     if self.has_min and value < self.min:
@@ -163,8 +185,9 @@ class ImpastoOption(bpy.types.PropertyGroup):
     int_value: IntProperty(name="Value", update=_clamp_int)
     float_value: FloatProperty(name="Value", precision=4, update=_clamp_float)
     bool_value: BoolProperty(name="Value")
-    string_value: StringProperty(name="Value")
-    choice: EnumProperty(name="Value", items=_choice_items)
+    string_value: StringProperty(name="Value", update=_model_changed)
+    choice: EnumProperty(name="Value", items=_choice_items, update=_model_changed)
+    listed_by: StringProperty(description="the model parameter that lists this option's values (empty: none)")
 
     def value_prop(self) -> str:
         """The property that holds this option's value (what the panel draws)."""
@@ -215,6 +238,7 @@ class ImpastoOutput(bpy.types.PropertyGroup):
     mime: StringProperty()
     help: StringProperty()
     on_request: BoolProperty()
+    series: BoolProperty(description="several items may come (variations): a new image each")
     wanted: BoolProperty(name="Make", default=False, description="ask the server for this output too")
 
 
@@ -223,11 +247,12 @@ CLASSES = (ImpastoOption, ImpastoSlot, ImpastoOutput)
 
 # ---- building a form ------------------------------------------------------------------------
 
-def build(settings, info: dict | None, keep: bool = False) -> None:
+def build(settings, info: dict | None, keep: bool = False, models: list[dict] | None = None) -> None:
     """Fill ``settings.options/images/outputs`` from ``info`` (an OpInfo dict; None clears them).
 
     ``keep`` carries over what the user set for the same op (after a reconnect): option
-    values whose name and type still match, chosen images, ticked outputs.
+    values whose name and type still match, chosen images, ticked outputs. ``models``:
+    Capabilities' model entries, whose lists (class names) become options' choices.
     """
     old_values, old_images, old_wanted = {}, {}, {}
     if keep and info is not None and settings.form_op == info.get("name"):
@@ -247,6 +272,10 @@ def build(settings, info: dict | None, keep: bool = False) -> None:
         item.default = spec.get("default", "")
         item.help = spec.get("help", "")
         item.choices = json.dumps(list(spec.get("choices", [])))
+        key = MODEL_LISTS.get(item.name, "")
+        if key and item.type == "string" and not spec.get("choices") and any(
+                model_list(models, m.get("name", ""), key) for m in models or []):
+            item.listed_by = key
         lo, hi = option_range(spec)
         item.has_min, item.has_max = lo is not None, hi is not None
         item.min, item.max = lo or 0.0, hi or 0.0
@@ -254,6 +283,11 @@ def build(settings, info: dict | None, keep: bool = False) -> None:
         kept = old_values.get(item.name)
         if kept is not None and kept[0] == item.type:
             item.set_value(kept[1])
+    follow_model(settings, models)
+    for name, (kind, value) in old_values.items():  # a kept class name, now that its list is there
+        item = settings.options.get(name)
+        if item is not None and item.listed_by and kind == item.type:
+            item.set_value(value)
     for spec in info.get("images", []):
         slot = settings.images.add()
         slot.name = spec["name"]
@@ -273,7 +307,32 @@ def build(settings, info: dict | None, keep: bool = False) -> None:
         out.mime = spec.get("mime", "")
         out.help = spec.get("help", "")
         out.on_request = bool(spec.get("on_request"))
+        out.series = bool(spec.get("series"))
         out.wanted = bool(old_wanted.get(out.name, False))
+
+
+def follow_model(settings, models: list[dict] | None = None) -> None:
+    """Options whose values the model lists (``listed_by``) get the chosen model's list as choices
+    (the ``model`` option's model, else the op's first); the value stays if the new list has it.
+
+    ``models``: Capabilities' model entries (default: those of the Capabilities kept in ``settings``).
+    """
+    following = [o for o in settings.options if o.listed_by]
+    if not following:
+        return
+    try:
+        caps = json.loads(settings.capabilities) if settings.capabilities else {}
+    except ValueError:
+        caps = {}
+    models = caps.get("models", []) if models is None else models
+    chosen = settings.options.get("model")
+    op = next((o for o in caps.get("ops", []) if o.get("name") == settings.form_op), {})
+    model = str(chosen.value()) if chosen is not None else next(iter(op.get("models", [])), "")
+    for item in following:
+        old = item.value()
+        choices = model_list(models, model, item.listed_by)
+        item.choices = json.dumps(choices)  # none: a text field again
+        item.set_value(old if not choices or old in choices else choices[0])
 
 
 def option(settings, name: str) -> ImpastoOption:

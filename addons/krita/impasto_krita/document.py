@@ -15,9 +15,9 @@ from PyQt5.QtCore import QByteArray
 from PyQt5.QtGui import QImage
 
 try:  # inside the built plugin
-    from .impasto_http import RawImage
+    from .impasto_http import RawImage, series_items
 except ImportError:  # pragma: no cover - the source tree keeps it in addons/common
-    from impasto_http import RawImage
+    from impasto_http import RawImage, series_items
 
 
 class UnsupportedDocument(Exception):
@@ -26,12 +26,18 @@ class UnsupportedDocument(Exception):
 
 @dataclass
 class LayerInputs:
-    """A layer's pixels over the whole document, and the selection as a mask, as they leave Krita."""
+    """A layer's pixels, and the selection as a mask, as they leave Krita.
+
+    Over the whole document, or (``crop``) over the selection's bounds from (``x``, ``y``):
+    results are placed where the pixels came from.
+    """
 
     width: int
     height: int
-    pixels: bytes  # BGRA, 8 bits, row-major, the document's size
+    pixels: bytes  # BGRA, 8 bits, row-major, width x height
     mask: bytes | None  # one byte a pixel (255 = selected), or None without a selection
+    x: int = 0  # where the pixels start in the document
+    y: int = 0
 
     def image(self) -> RawImage:
         return RawImage(self.pixels, self.width, self.height, 4, order="ORDER_BGR")
@@ -50,11 +56,43 @@ def check_document(doc) -> None:
         )
 
 
-def read_layer(doc, node, selection_only: bool) -> LayerInputs:
-    """The pixels of ``node`` across the document and, if asked, the selection as a mask."""
+def selection_bounds(doc) -> tuple[int, int, int, int] | None:
+    """(x, y, width, height) of the document's selection within the document; None without one."""
+    selection = doc.selection() if doc is not None else None
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        return None
+    x0, y0 = max(0, selection.x()), max(0, selection.y())
+    x1, y1 = min(doc.width(), selection.x() + selection.width()), min(doc.height(), selection.y() + selection.height())
+    return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+
+_UNSELECTED = re.compile(rb"\x00+")
+
+
+def clear_outside(pixels: bytes, mask: bytes) -> bytes:
+    """BGRA ``pixels`` made fully transparent (all zero) where ``mask`` is 0 (runs found in C, as keep_outside)."""
+    out = bytearray(pixels)
+    for match in _UNSELECTED.finditer(mask):
+        a, b = 4 * match.start(), 4 * match.end()
+        out[a:b] = bytes(b - a)
+    return bytes(out)
+
+
+def read_layer(doc, node, selection_only: bool, crop: bool = False) -> LayerInputs:
+    """The pixels of ``node`` across the document and, if asked, the selection as a mask.
+
+    ``crop``: with a selection, only its bounds, transparent outside it (for layers drawn on
+    transparency, such as a sketch: only the strokes inside the selection go out, and the
+    results land over the selection); without one, the whole layer.
+    """
     check_document(doc)
     if node is None or node.type() not in ("paintlayer", "grouplayer", "filelayer", "clonelayer"):
         raise UnsupportedDocument("select a paint layer to send")
+    bounds = selection_bounds(doc) if crop else None
+    if bounds is not None:
+        x, y, w, h = bounds
+        mask = bytes(doc.selection().pixelData(x, y, w, h))
+        return LayerInputs(w, h, clear_outside(bytes(node.projectionPixelData(x, y, w, h)), mask), mask, x, y)
     w, h = doc.width(), doc.height()
     pixels = bytes(node.projectionPixelData(0, 0, w, h))
     mask = None
@@ -145,11 +183,11 @@ def _add_above(doc, source, layer):
 def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
     """A new paint layer above ``source`` holding the result (outside a selection: the source unchanged).
 
-    A result of another size than the document (its size option set by hand) is scaled to fit.
+    A result of another size than the pixels sent (its size option set by hand) is scaled to fit.
     """
     pixels = _result_pixels(inputs, png, scale=True)
     layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
-    layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
+    layer.setPixelData(pixels, inputs.x, inputs.y, inputs.width, inputs.height)
     doc.refreshProjection()
     return layer
 
@@ -161,7 +199,7 @@ def update_preview_layer(doc, source, inputs: LayerInputs, png: bytes, name: str
     except UnsupportedDocument:
         return None  # an unreadable preview is skipped; the result is what counts
     layer = doc.nodeByName(name) or _add_above(doc, source, doc.createNode(name, "paintlayer"))
-    layer.setPixelData(pixels, 0, 0, inputs.width, inputs.height)
+    layer.setPixelData(pixels, inputs.x, inputs.y, inputs.width, inputs.height)
     doc.refreshProjection()
     return layer
 
@@ -198,14 +236,14 @@ def add_vector_layer(doc, source, svg: str, name: str):
     return layer
 
 
-def add_image_layer(doc, source, png: bytes, name: str):
-    """A new paint layer above ``source`` holding an image at its own size, from the top left (a texture)."""
+def add_image_layer(doc, source, png: bytes, name: str, x: int = 0, y: int = 0):
+    """A new paint layer above ``source`` holding an image at its own size, from (x, y) (a texture)."""
     image = QImage.fromData(QByteArray(png), "PNG")
     if image.isNull():
         raise UnsupportedDocument("the server's result is not a readable PNG")
     w, h = image.width(), image.height()
     layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
-    layer.setPixelData(decode_png(png, w, h), 0, 0, w, h)
+    layer.setPixelData(decode_png(png, w, h), x, y, w, h)
     doc.refreshProjection()
     return layer
 
@@ -225,30 +263,38 @@ def save_beside(doc, data: bytes, name: str) -> str | None:
 def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result: dict, name: str, wanted=()) -> list[str]:
     """Put each output of a finished job where its ``place`` says (Capabilities' OutputInfo).
 
-    ``layer``: a new paint layer above the source, the document's size, the source unchanged
-    outside a selection; ``texture``: a new paint layer at the image's own size; ``vector``:
-    a vector layer of the SVG text; ``file``: saved next to the document when asked for
-    (an on-request output), else left out. The first layer gets ``name``, others
-    ``name`` and the output's name. Returns what was added, in order: layer names and paths.
+    ``layer``: a new paint layer above the source, the size of the pixels sent, the source
+    unchanged outside a selection; ``texture``: a new paint layer at the image's own size;
+    ``vector``: a vector layer of the SVG text; ``file``: saved next to the document when
+    asked for (an on-request output), else left out. The first layer gets ``name``, others
+    ``name`` and the output's name. A series output with several items (``series``: e.g.
+    variations) gives a layer each, numbered from 1, item 1 on top and the others below it
+    in order, all above the source. Returns what was added, in order: layer names and paths.
     """
     added = []
     for out in outputs:
         out_name, kind, place = out["name"], out.get("kind", "image"), out.get("place", "layer")
         if out.get("on_request") and out_name not in wanted:
             continue
-        value = result.get(kind + "s", {}).get(out_name)
-        if value is None:
-            continue
-        label = name if not added else f"{name} {out_name}"
-        if place == "layer" and kind == "image":
-            added.append(add_result_layer(doc, source, inputs, value, label).name())
-        elif place == "texture" and kind == "image":
-            added.append(add_image_layer(doc, source, value, label).name())
-        elif place == "vector" and kind == "text":
-            added.append(add_vector_layer(doc, source, value, f"{name} {out_name}").name())
-        elif place == "file" and out.get("on_request"):
-            data = value.encode() if isinstance(value, str) else value
-            saved = save_beside(doc, data, out.get("filename") or out_name)
-            if saved:
-                added.append(saved)
+        items = series_items(result.get(kind + "s", {}), out_name, bool(out.get("series")))
+        base = name if not added else f"{name} {out_name}"
+        for index, value in items:  # each right above the source: item 1 ends on top
+            label = f"{base} {index}" if len(items) > 1 else base
+            if place == "layer" and kind == "image":
+                added.append(add_result_layer(doc, source, inputs, value, label).name())
+            elif place == "texture" and kind == "image":
+                added.append(add_image_layer(doc, source, value, label, inputs.x, inputs.y).name())
+            elif place == "vector" and kind == "text":
+                added.append(add_vector_layer(doc, source, value, f"{name} {out_name}" + (f" {index}" if index > 1 else "")).name())
+            elif place == "file" and out.get("on_request"):
+                data = value.encode() if isinstance(value, str) else value
+                saved = save_beside(doc, data, series_filename(out.get("filename") or out_name, index))
+                if saved:
+                    added.append(saved)
     return added
+
+
+def series_filename(filename: str, index: int) -> str:
+    """Item ``index`` of a series as a file: ``image.png``, ``image.2.png``, ... (as the server names them)."""
+    stem, dot, suffix = filename.rpartition(".")
+    return filename if index == 1 else f"{stem}.{index}.{suffix}" if dot and stem else f"{filename}.{index}"

@@ -2,8 +2,9 @@
 
 Built from Capabilities' ``OptionInfo`` and ``ImageSlot`` entries: an option becomes a spin
 box, decimal spin box, check box, drop-down or text field by its type and choices, with its
-range, default and help; an image slot a choice of none / image file / a paint layer, or,
-for a ``mask`` slot, "Selection only". Each reads back what it offers (``describe``), so the
+range, default and help (a string option whose values the chosen model lists, such as a
+class name, an editable drop-down of that list); an image slot a choice of none / image
+file / a paint layer, or, for a ``mask`` slot, "Selection only". Each reads back what it offers (``describe``), so the
 tests can compare the widgets with Capabilities.
 """
 
@@ -87,14 +88,20 @@ def float_step(default: float) -> float:
 
 
 class OptionField:
-    """One option's widget; ``pinned`` once the user (or :meth:`OpForm.set`) changed it."""
+    """One option's widget; ``pinned`` once the user (or :meth:`OpForm.set`) changed it.
 
-    def __init__(self, info: dict):
+    ``model_choices``: the option's values come from the model the form runs (a list in the
+    model's Capabilities parameters, :meth:`set_choices` when the model changes): an editable
+    drop-down, so that the default (e.g. empty) and names the list lacks can still be typed.
+    """
+
+    def __init__(self, info: dict, model_choices: list[str] | None = None):
         self.info = info
         self.name = info["name"]
         self.type = info.get("type") or "string"
         self.default = parse_value(self.type, info.get("default", ""))
         self.pinned = False
+        self.model_choices = model_choices
         self.widget = self._make()
         self.widget.setMinimumWidth(60)  # long ranges and choices must not widen the docker
         if isinstance(self.widget, QComboBox):
@@ -129,6 +136,15 @@ class OptionField:
             w = QCheckBox()
             w.setChecked(bool(self.default))
             return w
+        if self.model_choices is not None:
+            w = QComboBox()
+            w.setEditable(True)
+            w.setInsertPolicy(QComboBox.NoInsert)
+            w.addItems(self.model_choices)
+            w.setCurrentIndex(-1)  # no item chosen yet: picking any one (the first too) is a change
+            w.setEditText(str(self.default))
+            w.lineEdit().setPlaceholderText("default")
+            return w
         choices = list(self.info.get("choices", []))
         if choices:
             w = QComboBox()
@@ -146,7 +162,7 @@ class OptionField:
         if isinstance(w, QCheckBox):
             return w.toggled
         if isinstance(w, QComboBox):
-            return w.currentIndexChanged
+            return w.currentTextChanged if w.isEditable() else w.currentIndexChanged
         return w.textEdited
 
     def _pin(self, *_):
@@ -172,9 +188,11 @@ class OptionField:
                 w.setChecked(bool(value))
             elif isinstance(w, QComboBox):
                 index = w.findText(str(value))
-                if index < 0:
+                if index < 0 and not w.isEditable():
                     raise ValueError(f"{self.name} '{value}' is not one of {', '.join(self.choices())}")
                 w.setCurrentIndex(index)
+                if w.isEditable():  # a value the list lacks is typed in
+                    w.setEditText(str(value))
             else:
                 w.setText(str(value))
         finally:
@@ -185,6 +203,24 @@ class OptionField:
         w = self.widget
         return [w.itemText(i) for i in range(w.count())] if isinstance(w, QComboBox) else []
 
+    def set_choices(self, choices: list[str]) -> None:
+        """New values from the model (the form's model changed): the value stays if the new list
+        has it (or it is the default), else it goes back to the default."""
+        w = self.widget
+        if self.model_choices is None or not isinstance(w, QComboBox):
+            return
+        self.model_choices = list(choices)
+        value = w.currentText()
+        w.blockSignals(True)
+        try:
+            w.clear()
+            w.addItems(self.model_choices)
+            keep = value in self.model_choices or value == str(self.default)
+            w.setCurrentIndex(self.model_choices.index(value) if value in self.model_choices else -1)
+            w.setEditText(value if keep else str(self.default))
+        finally:
+            w.blockSignals(False)
+
     def describe(self) -> dict:
         """What the widget offers, read back from it."""
         w = self.widget
@@ -194,7 +230,7 @@ class OptionField:
             lo = None if self.range[0] is None else kind(w.minimum())
             hi = None if self.range[1] is None else kind(w.maximum())
         return {"type": self.type, "widget": type(w).__name__, "default": self.value(), "min": lo, "max": hi,
-                "choices": self.choices(), "help": w.toolTip()}
+                "choices": self.choices(), "help": w.toolTip(), "from_model": self.model_choices is not None}
 
 
 class SlotCombo(QComboBox):

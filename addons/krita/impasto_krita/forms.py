@@ -7,12 +7,18 @@ with its form and no new add-on release. The rules:
 - image slots: the first required slot with role ``image`` (else the first required slot)
   is the **source**, the active layer; a ``mask`` slot is the selection ("Selection only");
   every other slot is a choice of "none" (optional slots only), "image file..." or one of
-  the document's paint layers;
+  the document's paint layers. Layers go out as 8-bit BGRA with their alpha, which the
+  server keeps for roles drawn on transparency (``sketch``, ``hints``); a source of such a
+  role, in an op without a mask slot, is cropped to the selection when there is one
+  (transparent outside it) and its results land over the selection;
 - options, by type: ``int`` a spin box, ``float`` a decimal spin box, ``string`` with choices
   a combo box, ``bool`` a check box, other strings a line edit; range, default and choices
   as declared, the help as tooltip. Options named ``size``, ``width`` and ``height`` follow
-  the document (its longer side, width, height) until the user sets them;
-- outputs made only on request (``on_request``): a check box each.
+  the document (its longer side, width, height) until the user sets them; a string option
+  whose values the model lists in its parameters (``class_name``: ``impasto.classes``) is an
+  editable drop-down of the chosen model's list;
+- outputs made only on request (``on_request``): a check box each; a ``series`` output's
+  items (variations) become a layer each, numbered (``document.place_results``).
 
 :meth:`OpForm.set` / :meth:`OpForm.get` reach any of these by name (scripts, tests), and
 :meth:`OpForm.describe` reads the widgets back, to check them against Capabilities. The
@@ -22,6 +28,7 @@ gets its model's palette (``swatches.py``), snapping of stray colours and a Live
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from krita import Krita
@@ -33,6 +40,8 @@ from .swatches import PaletteField
 
 DOCUMENT_SIZED = ("size", "width", "height")  # int options that follow the document until set by hand
 PLACES = {"layer": "new layer", "texture": "new layer", "vector": "vector layer", "file": "file"}  # files go beside the document
+ALPHA_ROLES = ("sketch", "hints")  # slots drawn on transparency: the server reads their alpha; a selection crops them
+MODEL_LISTS = {"class_name": "impasto.classes"}  # string options whose values a model lists in its parameters
 
 
 def snake_keys(value):
@@ -71,6 +80,19 @@ class Request:
     def place(self, doc, result: dict) -> list[str]:
         """Put the finished job's outputs into ``doc`` (main thread): what was added, in order."""
         return document.place_results(doc, self.source, self.inputs, self.places, result, self.name, self.outputs)
+
+
+def model_lists(models: list[dict], key: str) -> dict[str, list[str]]:
+    """Each model's list under parameter ``key`` (a JSON list of names), by model name; models without one are left out."""
+    found = {}
+    for model in models or []:
+        try:
+            values = json.loads((model.get("parameters") or {}).get(key, ""))
+        except ValueError:
+            continue
+        if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+            found[str(model.get("name", ""))] = values
+    return found
 
 
 def source_slot(slots: list[dict]) -> dict | None:
@@ -126,12 +148,22 @@ class OpForm(QWidget):
                                      "replaces the live result layer; one request at a time")
                 layout.addRow(self.live)
 
+        # options whose values the model lists (class names): an editable drop-down of the chosen model's list
+        self.model_lists = {}
+        for opt in info.get("options", []):
+            lists = model_lists(models or [], MODEL_LISTS.get(opt["name"], ""))
+            if lists and (opt.get("type") or "string") == "string" and not opt.get("choices"):
+                self.model_lists[opt["name"]] = lists
+        first_model = next((o.get("default", "") for o in info.get("options", []) if o["name"] == "model"),
+                           next(iter(info.get("models", [])), ""))
         self.options: dict[str, OptionField] = {}
         for opt in info.get("options", []):
-            f = self.options[opt["name"]] = OptionField(opt)
+            lists = self.model_lists.get(opt["name"])
+            f = self.options[opt["name"]] = OptionField(opt, None if lists is None else lists.get(first_model, []))
             layout.addRow(_label(opt["name"]), f.widget)
-        if self.palette_field is not None and "model" in self.options:  # the palette follows the model option
-            self.options["model"]._signal().connect(lambda *_: self.palette_field.set_palette(self.palette()))
+        if "model" in self.options:  # the palette and the model's lists follow the model option
+            self.options["model"]._signal().connect(lambda *_: self.follow_model())
+        if self.palette_field is not None:
             self.palette_field.set_palette(self.palette())
 
         self.outputs: dict[str, QCheckBox] = {}
@@ -162,10 +194,26 @@ class OpForm(QWidget):
             f.set(value, self.documents())
         else:
             f.set(value)
+            if name.rpartition(":")[2] == "model":
+                self.follow_model()
 
     def get(self, name: str):
         kind, f = self._find(name)
         return f.isChecked() if kind == "output" else f.value() if kind == "option" else f.get()
+
+    def model_name(self) -> str:
+        """The model the form will run: its ``model`` option, else the op's first model."""
+        if "model" in self.options:
+            return str(self.options["model"].value())
+        return next(iter(self.info.get("models", [])), "")
+
+    def follow_model(self) -> None:
+        """The palette and the options whose values the model lists follow the chosen model."""
+        model = self.model_name()
+        for name, lists in self.model_lists.items():
+            self.options[name].set_choices(lists.get(model, []))
+        if self.palette_field is not None:
+            self.palette_field.set_palette(self.palette())
 
     def palette(self) -> labels.Palette | None:
         """The label palette of the model the form will run (its ``model`` option, else the op's first model)."""
@@ -185,6 +233,12 @@ class OpForm(QWidget):
         except labels.LabelMapError as e:
             raise document.UnsupportedDocument(str(e)) from None
         return document.RawImage(pixels, width, height, 4, order="ORDER_BGR"), changed
+
+    def crops(self) -> bool:
+        """Whether a selection crops the source: a source drawn on transparency, in an op with no mask slot."""
+        slots = self.info.get("images", [])
+        role = next((s.get("role", "image") for s in slots if s["name"] == self.source), "")
+        return role in ALPHA_ROLES and not any(s.get("role") == "mask" for s in slots)
 
     @property
     def selection_only(self) -> SelectionField | None:
@@ -226,7 +280,7 @@ class OpForm(QWidget):
         document.check_document(doc)
         selection = [name for name, f in self.slots.items() if isinstance(f, SelectionField) and f.get()]
         if self.source is not None:
-            inputs = document.read_layer(doc, source, bool(selection))
+            inputs = document.read_layer(doc, source, bool(selection), crop=self.crops())
             images = {self.source: inputs.image()}
         else:
             inputs, images, source = document.document_inputs(doc), {}, None
