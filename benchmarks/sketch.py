@@ -67,7 +67,7 @@ def latency(repo: Path, weights: Path, threads: int, repeats: int) -> None:
     for side in (256, 512):
         sketch = torch.from_numpy(_sketch(side))[None, None]
         z = torch.randn(1, config.z_dim, generator=torch.Generator().manual_seed(0))
-        label = torch.zeros(1, dtype=torch.int32)
+        label = torch.zeros(1, 1, dtype=torch.int32)
         feed = {"sketch": sketch.numpy(), "z": z.numpy(), "label": label.numpy()}
         with torch.inference_mode():
             t_torch = median_seconds(lambda: module(sketch, z, label), repeats)

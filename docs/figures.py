@@ -186,7 +186,7 @@ def sketch_figure(side: int = 64, variations: int = 3, scale: int = 3) -> Path:
         for k in range(variations):
             z = torch.from_numpy(np.random.default_rng(k).standard_normal((1, config.z_dim)).astype(np.float32))
             with torch.inference_mode():
-                tiles.append(model(sketch, z, torch.tensor([label], dtype=torch.int32))[0])
+                tiles.append(model(sketch, z, torch.tensor([[label]], dtype=torch.int32))[0])
         rows.append(_row([resize(t, side * scale, side * scale) for t in tiles]))
     return save_image(_stack(rows), IMG / "sketch.png")
 

@@ -218,7 +218,7 @@ def test_sketch_layer_becomes_numbered_variation_layers_with_a_class_drop_down(s
     sent = seen["sent"]
     assert sent["same_as_layer"] and sent["fields"]["channels"] == 4 and sent["fields"]["order"] == "ORDER_BGR"
     assert sent["white"] > 300 and sent["transparent"] > 128 * 96 * 0.9
-    assert sent["options"] == {"class_name": "snow", "seed": 4, "variations": 3, "model": MODEL}
+    assert sent["options"] == {"class_name": "snow", "seed": 4, "variations": 3, "model": MODEL, "work_side": 0}
 
     # three pictures, one layer each above the sketch: item 1 on top, then 2 and 3, all different
     whole = seen["whole"]
@@ -231,13 +231,15 @@ def test_sketch_layer_becomes_numbered_variation_layers_with_a_class_drop_down(s
     assert min(whole["differences"]) > 1.0, whole["differences"]  # each variation its own picture
     assert whole["sketch_untouched"]
 
-    # a selection: its bounds go out and the pictures land there, clear where it is not selected
+    # a selection: its bounds go out and the pictures land there, nothing beyond them
     selection = seen["selection"]
     assert selection["inputs"] == [16, 16, 96, 64] and selection["added"] == [f"{name} 1", f"{name} 2"]
     assert selection["sent_outside_clear"] and selection["sent_white"] > 100
     for result in selection["results"]:
         assert result["bounds"] == [16, 16, 96, 64], result
         assert result["inside_opaque"] and result["corner_opaque"], result
-        assert result["unselected_clear"] and result["beyond_clear"], result
+        # the output's place is "texture": the picture keeps its whole rectangle over the selection's bounds
+        # (a layer-placed output would be clipped to the selection's shape)
+        assert result["beyond_clear"] and not result["unselected_clear"], result
 
     assert seen["empty"].startswith("sketch is empty"), seen["empty"]

@@ -250,7 +250,7 @@ def test_export_holds_parity_passes_the_tensorrt_check_and_carries_the_classes(e
     assert result.fp16_nodes["fp16"] > result.fp16_nodes["fp32"] > 0  # normalisations stay fp32
     info = read_model(repo, "sketch_tiny")
     assert [(t.name, t.dtype, t.dims) for t in info.inputs] == [
-        ("sketch", "FP32", (1, -1, -1)), ("z", "FP32", (8,)), ("label", "INT32", ())]
+        ("sketch", "FP32", (1, -1, -1)), ("z", "FP32", (8,)), ("label", "INT32", (1,))]
     assert [(t.name, t.dims) for t in info.outputs] == [("image", (3, -1, -1))]
     p = info.parameters
     assert json.loads(p["impasto.classes"]) == CLASSES and p["impasto.kind"] == "sketch"
@@ -269,7 +269,7 @@ def test_exported_graph_takes_any_multiple_of_the_stride_as_torch_does(exported)
         session = ort.InferenceSession(str(repo / "sketch_tiny" / "1" / name), providers=["CPUExecutionProvider"])
         for h, w in ((64, 64), (96, 160)):
             sketch, z, label = _inputs(2, h, w, seed=h)
-            label = label.to(torch.int32)
+            label = label.to(torch.int32)[:, None]  # (N, 1), as the repository declares it
             (got,) = session.run(["image"], {"sketch": sketch.numpy(), "z": z.numpy(), "label": label.numpy()})
             with torch.no_grad():
                 expected = module(sketch, z, label).numpy()
@@ -296,7 +296,11 @@ def test_demo_entry_takes_its_classes_from_the_checkpoint(tmp_path):
     from impasto.export.registry import get_model
 
     spec = get_model("sketch_demo")
-    assert not spec.shipped() and spec.metadata["kind"] == "sketch" and "classes" not in spec.metadata
+    from impasto.train.models.weights_io import shipped_sketch_path
+
+    # the class names are the exported checkpoint's, shipped weights or not
+    assert spec.shipped() == shipped_sketch_path().is_file()
+    assert spec.metadata["kind"] == "sketch" and "classes" not in spec.metadata
     assert [t.name for t in spec.inputs] == ["sketch", "z", "label"] and spec.metadata["stride"] == "16"
     config = SketchConfig(ngf=2, num_classes=2)  # the demo interface at a tiny width
     weights = save_sketch(tmp_path / "w.safetensors", build_generator(config), config, ["sea", "snow"])

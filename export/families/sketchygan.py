@@ -2,8 +2,8 @@
 
 The generator's graph takes the sketch as the dense map the model was trained on (``sketch``,
 FP32, N x 1 x H x W in [0, 1]: :func:`impasto.train.data.edges.distance_input` of the lines),
-the noise code (``z``, FP32, N x z_dim) and the class index (``label``, INT32, N; cast to
-int64 inside the graph), and returns ``image`` (N x 3 x H x W) **in [0, 1]** (the tanh output
+the noise code (``z``, FP32, N x z_dim) and the class index (``label``, INT32, N x 1: Triton
+wants a dimension besides the batch; flattened and cast to int64 inside the graph), and returns ``image`` (N x 3 x H x W) **in [0, 1]** (the tanh output
 mapped by (x + 1) / 2, as every image the runtime handles). H and W are dynamic and must be
 multiples of the generator's stride (the graph itself does not check: the op does, from
 ``impasto.stride``). The normalisations stay fp32 in the fp16 variant. The class names ride in
@@ -45,7 +45,7 @@ class SketchExport(nn.Module):
         self.generator = generator
 
     def forward(self, sketch: torch.Tensor, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        image = self.generator(sketch, z, label.long())
+        image = self.generator(sketch, z, label.reshape(-1).long())
         return (image + 1) * 0.5
 
 
@@ -107,7 +107,7 @@ def sketch_model(name: str, config, classes: list[str] | None, dataset: str) -> 
     def sample(batch: int, rng: torch.Generator) -> tuple[torch.Tensor, ...]:
         h, w = 2 * stride, 3 * stride  # non-square, so that H and W cannot swap unnoticed
         sketch = torch.rand(batch, 1, h, w, generator=rng)
-        label = torch.randint(0, state["num_classes"], (batch,), generator=rng, dtype=torch.int32)
+        label = torch.randint(0, state["num_classes"], (batch, 1), generator=rng, dtype=torch.int32)
         return sketch, torch.randn(batch, z_dim, generator=rng), label
 
     return ExportableModel(
@@ -116,7 +116,7 @@ def sketch_model(name: str, config, classes: list[str] | None, dataset: str) -> 
         f"{stride}), a noise code and a class index -> RGB in [0, 1]",
         build=build,
         inputs=(TensorSpec("sketch", (1, -1, -1), profile=_profile()), TensorSpec("z", (z_dim,)),
-                TensorSpec("label", (), "INT32")),
+                TensorSpec("label", (1,), "INT32")),
         outputs=(TensorSpec("image", (3, -1, -1)),),
         sample=sample,
         max_batch_size=8,
@@ -130,13 +130,18 @@ def sketch_model(name: str, config, classes: list[str] | None, dataset: str) -> 
 
 
 def demo_model(dataset: str = "demo") -> ExportableModel:
-    """``sketch_<dataset>``: the interface of the shipped weights when they exist, else the default config's."""
+    """``sketch_<dataset>``: the interface of the shipped weights when they exist, else the default config's.
+
+    The class names are always the exported checkpoint's (``classes=None``): a model trained on
+    the Sketchy database or a studio's own pairs exports under this name with its own classes,
+    and the repository config carries them to the op and the add-ons.
+    """
     from impasto.train.models.sketchygan import SketchConfig
     from impasto.train.models.weights_io import read_sketch_metadata, shipped_sketch_path
 
     path = shipped_sketch_path(dataset)
-    config, classes = read_sketch_metadata(path) if path.is_file() else (SketchConfig(), None)
-    return sketch_model(f"sketch_{dataset}", config, classes, dataset)
+    config = read_sketch_metadata(path)[0] if path.is_file() else SketchConfig()
+    return sketch_model(f"sketch_{dataset}", config, None, dataset)
 
 
 def _register() -> None:

@@ -164,9 +164,9 @@ class SketchOptions:
     variations: int = option(1, "how many different pictures to make from the sketch (one noise code each): "
                              "written as OUT.png, OUT.2.png, ...", min=1, max=MAX_VARIATIONS)
     model: str = option(DEFAULT_MODEL, "the sketch model of the model repository to run")
-    size: int = option(0, "the side, in px, the model draws at (the picture comes back at the sketch's size): 0 = "
-                       "the side it was trained at (the demo model: 64; impasto.image_size), -1 = the sketch's own",
-                       min=-1, max=4096)
+    work_side: int = option(0, "the side, in px, the model draws at (the picture comes back at the sketch's size): "
+                            "0 = the side it was trained at (the demo model: 64; impasto.image_size), -1 = the "
+                            "sketch's own", min=-1, max=4096, flag="--size")
 
 
 def _model(ctx: RunContext, name: str) -> SketchModel:
@@ -180,12 +180,12 @@ def _run(ctx: RunContext, images: dict[str, torch.Tensor], options: SketchOption
     if ctx.infer is None:
         raise FailedPrecondition("sketch runs on the engine: no model backend is available here")
     model = _model(ctx, options.model)
-    label = np.array([model.class_index(options.class_name)], np.int32)
+    label = np.array([[model.class_index(options.class_name)]], np.int32)  # (N, 1)
     rgba = images["sketch"]  # (4, H, W): the slot's role keeps the alpha
     picture = (rgba.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
     lines = sketch_lines(picture)
     height, width = lines.shape
-    side = {0: model.image_size, -1: 0}.get(options.size, options.size)
+    side = {0: model.image_size, -1: 0}.get(options.work_side, options.work_side)
     sketch, (h, w) = model_input(lines, model, side)
     values = {}
     for k in range(1, options.variations + 1):  # one call each: variation k is the same as --seed seed+k-1 alone
@@ -194,7 +194,7 @@ def _run(ctx: RunContext, images: dict[str, torch.Tensor], options: SketchOption
         image = torch.from_numpy(np.ascontiguousarray(out[0, :, :h, :w], np.float32)).clamp_(0, 1)
         values[series_key("image", k)] = resize(image, height, width).clamp_(0, 1)
     numbers = image_numbers(values["image"])
-    numbers.update(line_pixels=float(lines.sum()), variations=float(options.variations), class_index=float(label[0]),
+    numbers.update(line_pixels=float(lines.sum()), variations=float(options.variations), class_index=float(label[0, 0]),
                    model_width=float(sketch.shape[3]), model_height=float(sketch.shape[2]))
     return OpOutcome(values, numbers)
 
