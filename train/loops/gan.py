@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
@@ -446,4 +447,6 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
         summary["checkpoint"] = str(ckpt_path)
         if history:
             summary.update({k: round(v, 5) for k, v in history[-1].items() if k not in ("step", "seconds")})
+    if ctx.world_size > 1:  # leave together: a process tearing the group down while rank 0 still writes can abort gloo
+        dist.barrier()
     return summary
