@@ -37,6 +37,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_of_features",
     "image_frechet_distance",
+    "frechet_key",
     "inception_weights",
 ]
 
@@ -55,6 +56,11 @@ class FrechetResult:
     features: str
     n_real: int = 0
     n_fake: int = 0
+
+
+def frechet_key(features: str) -> str:
+    """A metric name for a Fréchet-distance label: ``FD-VGG19`` -> ``fd_vgg19``, ``FID`` -> ``fid``."""
+    return features.lower().replace("-", "_")
 
 
 def _psd_sqrt(m: torch.Tensor) -> torch.Tensor:

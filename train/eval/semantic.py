@@ -38,6 +38,7 @@ from impasto.train.eval.frechet import (
     FrechetResult,
     VGGPooledFeatures,
     frechet_distance_of_features,
+    frechet_key,
     image_frechet_distance,
     inception_weights,
 )
@@ -78,11 +79,6 @@ class SemanticScores:
         if self.real is not None:
             out.update(real_miou=self.real.miou, real_pixel_accuracy=self.real.pixel_accuracy)
         return out
-
-
-def frechet_key(features: str) -> str:
-    """A metric name for a Fréchet-distance label: ``FD-VGG19`` -> ``fd_vgg19``, ``FID`` -> ``fid``."""
-    return features.lower().replace("-", "_")
 
 
 def _load_segmenter(segmenter: SegmenterLike, device: torch.device, table) -> nn.Module:

@@ -30,7 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from impasto.train.eval.frechet import FrechetResult, VGGPooledFeatures, frechet_distance_of_features, inception_weights
+from impasto.train.eval.frechet import (
+    FrechetResult,
+    VGGPooledFeatures,
+    frechet_distance_of_features,
+    frechet_key,
+    inception_weights,
+)
 
 __all__ = ["SketchEvaluator", "SketchScores", "chamfer_distance", "lines_of"]
 
@@ -50,8 +56,8 @@ class SketchScores:
     n: int
 
     def as_dict(self) -> dict[str, float]:
-        key = self.frechet.features.lower().replace("-", "_")
-        return {key: self.frechet.value, "chamfer": self.chamfer, "chamfer_real": self.chamfer_real,
+        return {frechet_key(self.frechet.features): self.frechet.value, "chamfer": self.chamfer,
+                "chamfer_real": self.chamfer_real,
                 "diversity": self.diversity}
 
 
