@@ -191,8 +191,102 @@ def sketch_figure(side: int = 64, variations: int = 3, scale: int = 3) -> Path:
     return save_image(_stack(rows), IMG / "sketch.png")
 
 
+def _drawn_line_art(side: int) -> dict[str, tuple[np.ndarray, list[tuple[float, float, tuple[int, int, int]]]]]:
+    """Line art made here (no third-party pictures), each with hint dots (x, y in [0, 1], colour)."""
+    from PIL import ImageDraw
+
+    def canvas():
+        im = Image.new("RGB", (side, side), "white")
+        return im, ImageDraw.Draw(im)
+
+    s, w = side / 64, max(2, side // 64)
+    out = {}
+    im, d = canvas()  # a house under a sun
+    d.rectangle([14 * s, 32 * s, 50 * s, 58 * s], outline="black", width=w)
+    d.polygon([(10 * s, 32 * s), (32 * s, 14 * s), (54 * s, 32 * s)], outline="black", width=w)
+    d.rectangle([27 * s, 44 * s, 37 * s, 58 * s], outline="black", width=w)
+    d.rectangle([17 * s, 37 * s, 24 * s, 44 * s], outline="black", width=w)
+    d.ellipse([48 * s, 3 * s, 60 * s, 15 * s], outline="black", width=w)
+    out["house"] = (np.asarray(im), [(0.5, 0.4, (200, 40, 40)), (0.3, 0.8, (240, 200, 80)), (0.5, 0.1, (90, 160, 230))])
+    im, d = canvas()  # a flower
+    for cx, cy in ((32, 14), (44, 24), (40, 38), (24, 38), (20, 24)):
+        d.ellipse([(cx - 8) * s, (cy - 8) * s, (cx + 8) * s, (cy + 8) * s], outline="black", width=w)
+    d.ellipse([26 * s, 20 * s, 38 * s, 32 * s], outline="black", width=w)
+    d.line([(32 * s, 46 * s), (32 * s, 62 * s)], "black", w)
+    d.ellipse([33 * s, 50 * s, 46 * s, 56 * s], outline="black", width=w)
+    out["flower"] = (np.asarray(im), [(0.5, 0.15, (230, 90, 160)), (0.5, 0.4, (250, 210, 40)),
+                                     (0.62, 0.83, (60, 170, 60))])
+    im, d = canvas()  # a face
+    d.ellipse([8 * s, 8 * s, 56 * s, 56 * s], outline="black", width=w)
+    d.ellipse([21 * s, 22 * s, 27 * s, 30 * s], outline="black", width=w)
+    d.ellipse([37 * s, 22 * s, 43 * s, 30 * s], outline="black", width=w)
+    d.chord([20 * s, 30 * s, 44 * s, 48 * s], 0, 180, outline="black", width=w)
+    out["face"] = (np.asarray(im), [(0.3, 0.6, (250, 200, 50)), (0.5, 0.68, (150, 30, 30))])
+    im, d = canvas()  # a fish
+    d.ellipse([10 * s, 20 * s, 46 * s, 44 * s], outline="black", width=w)
+    d.polygon([(46 * s, 32 * s), (60 * s, 20 * s), (60 * s, 44 * s)], outline="black", width=w)
+    d.ellipse([17 * s, 27 * s, 22 * s, 32 * s], outline="black", width=w)
+    out["fish"] = (np.asarray(im), [(0.5, 0.5, (240, 120, 30)), (0.85, 0.5, (40, 90, 200))])
+    return out
+
+
+def _palette_picture(side: int, colours: list[tuple[int, int, int]]) -> torch.Tensor:
+    """A style reference made here: soft stripes of ``colours``, (3, side, side) in [0, 1]."""
+    y = np.linspace(0, 1, side)[:, None] + 0.15 * np.sin(np.linspace(0, 6, side))[None, :]
+    band = np.clip((y * len(colours)).astype(int), 0, len(colours) - 1)
+    return from_uint8(np.asarray(colours, np.uint8)[band])
+
+
+def colorize_figure(side: int = 256, weights: str | None = None) -> Path:
+    """Line art drawn here through the real op (torch in-process as its backend): alone, with hints, with two
+    references, and flat."""
+    import dataclasses
+
+    from impasto.export.families.colorizer import ColorizeExport
+    from impasto.runtime.ops.colorize import ColorizeOptions, _run
+    from impasto.runtime.ops.registry import RunContext
+    from impasto.train.models.colorizer import build_style_encoder
+    from impasto.train.models.weights_io import load_colorize, require_shipped_colorize
+
+    generator, head, config = load_colorize(weights or require_shipped_colorize("demo"))
+    model, encoder = ColorizeExport(generator).eval(), build_style_encoder(config).eval()
+    encoder.head.load_state_dict(head)
+    parameters = {"impasto.kind": "colorize", "impasto.stride": str(config.stride),
+                  "impasto.style_dim": str(config.style_dim), "impasto.style_side": str(config.style_side),
+                  "impasto.image_size": str(config.image_size), "impasto.style_model": "style"}
+
+    @torch.inference_mode()
+    def infer(name: str, arrays: dict) -> dict:
+        if name == "style":
+            return {"style": encoder(torch.from_numpy(arrays["reference"])).numpy()}
+        return {"image": model(*(torch.from_numpy(arrays[k]) for k in ("ink", "hints", "style"))).numpy()}
+
+    ctx = RunContext(infer=infer, model_parameters=lambda name: parameters)
+    warm = _palette_picture(side, [(250, 220, 120), (240, 140, 60), (200, 50, 50), (120, 30, 60)])
+    cool = _palette_picture(side, [(200, 230, 250), (90, 170, 220), (40, 110, 90), (20, 50, 110)])
+    rows = []
+    for picture, dots in _drawn_line_art(side).values():
+        lineart = from_uint8(picture)
+        rgba = torch.cat([lineart, torch.ones(1, side, side)])
+        hints = torch.zeros(4, side, side)
+        for x, y, colour in dots:
+            cy, cx, r = int(y * side), int(x * side), max(3, side // 48)
+            hints[:3, cy - r:cy + r, cx - r:cx + r] = torch.tensor(colour).view(3, 1, 1) / 255
+            hints[3, cy - r:cy + r, cx - r:cx + r] = 1
+        tiles = [lineart]
+        shown = hints[:3] * hints[3:] + lineart * (1 - hints[3:])
+        for images, flat in (({}, False), ({"hints": hints}, False), ({"style": warm}, False),
+                             ({"style": cool}, False), ({"hints": hints}, True)):
+            options = dataclasses.replace(ColorizeOptions(), flat=flat)
+            tiles.append(_run(ctx, {"lineart": rgba, **images}, options, {"image"}).values["image"])
+        rows.append(_row([tiles[0], tiles[1], shown, tiles[2], tiles[3], tiles[4], tiles[5]]))
+    blank = torch.ones(3, side // 2, side)
+    rows.append(_row([blank] * 4 + [resize(warm, side // 2, side), resize(cool, side // 2, side), blank]))
+    return save_image(_stack(rows), IMG / "colorize.png")
+
+
 FIGURES = {"brushes": brushes_figure, "renderers": renderer_figure, "texture_vgg": texture_vgg_figure,
-           "semantic": semantic_figure, "sketch": sketch_figure}
+           "semantic": semantic_figure, "sketch": sketch_figure, "colorize": colorize_figure}
 
 if __name__ == "__main__":
     IMG.mkdir(exist_ok=True)

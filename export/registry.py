@@ -100,7 +100,7 @@ _REGISTRY: dict[str, Callable[[], ExportableModel]] = {}
 
 # one module per model family in export/families/, each calling register() when imported
 _FAMILY_MODULES = ("impasto.export.families.renderer", "impasto.export.families.spade",
-                   "impasto.export.families.sketchygan")
+                   "impasto.export.families.sketchygan", "impasto.export.families.colorizer")
 _families_loaded = False
 
 

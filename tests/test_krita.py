@@ -278,7 +278,7 @@ def assert_forms_agree(forms: dict, capabilities: dict) -> None:
         assert list(form["outputs"]) == [out["name"] for out in optional], op["name"]
         for out in optional:
             assert form["outputs"][out["name"]]["help"] == out.get("help", "")
-            assert form["outputs"][out["name"]]["checked"] is False
+            assert form["outputs"][out["name"]]["checked"] is (out.get("place") == "under")
 
 
 @pytest.fixture(scope="module")

@@ -95,7 +95,7 @@ def test_capabilities_over_grpc_and_http_describe_every_op_as_its_definition(ser
     with StudioClient(server.grpc) as client:
         caps = client.capabilities()
     http = json.loads(urllib.request.urlopen(server.http + "/v1/capabilities").read())
-    assert list_ops() == ["paint", "semantic", "sketch", "sketchify", "stylize", "texture", "tint"]
+    assert list_ops() == ["colorize", "paint", "semantic", "sketch", "sketchify", "stylize", "texture", "tint"]
     assert sorted(op.name for op in caps.ops if op.job) == list_ops()
     for name in list_ops():
         spec = get_op(name)

@@ -34,7 +34,8 @@ from impasto.runtime.ops.registry import (
 )
 from impasto.runtime.ops.request import FileImage
 from impasto.train.data.edges import distance_input
-from impasto.runtime.ops.sketch import SketchModel, SketchOpInputError, model_input, sketch_lines, working_size
+from impasto.runtime.ops.served import working_size
+from impasto.runtime.ops.sketch import SketchModel, SketchOpInputError, model_input, sketch_lines
 
 from sketch_repo import CLASSES, shared_sketch_repo
 
@@ -162,7 +163,7 @@ def test_any_polarity_or_alpha_gives_the_same_model_input(sketches):
     ((20, 2000), (10, 1024, 64, 1024)),  # long and thin: the long side wins, the short one is padded
 ])
 def test_working_size_fits_the_served_range(size, expected):
-    assert working_size(*size, SERVED) == expected
+    assert working_size(*size, SERVED.stride, SERVED.sides) == expected
 
 
 def test_large_sketches_are_worked_on_scaled_down_with_their_lines():

@@ -2,9 +2,10 @@
 
 Only parsing lives here; the work is :mod:`impasto.train.data.recipes` (fetch a declared source
 with its package manager, keep its files, write the licence manifest),
-:mod:`impasto.train.data.landscapes` (the SPADE demo dataset) and
-:mod:`impasto.train.data.sketch_build` (the sketch-to-image demo set). Their DataError is a user
-error: one line on stderr, exit code 2.
+:mod:`impasto.train.data.landscapes` (the SPADE demo dataset),
+:mod:`impasto.train.data.sketch_build` (the sketch-to-image demo set) and
+:mod:`impasto.train.data.colorize_build` (the line-art colourisation set). Their DataError is a
+user error: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections.abc import Callable
 
 from impasto.runtime.cli import UsageError
 
-BUILD_TASKS = ("semantic", "sketch")
-DEFAULT_SIZE = {"semantic": 256, "sketch": 128}
+BUILD_TASKS = ("semantic", "sketch", "colorize")
+DEFAULT_SIZE = {"semantic": 256, "sketch": 128, "colorize": 256}
+DEFAULT_VAL_FRACTION = {"semantic": 0.1, "sketch": 0.1, "colorize": 0.05}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +49,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "OUT/images, OUT/labels (index PNGs), labels.json, split.json, manifest.json. "
                         "sketch: sketch/picture pairs, square photo crops with their HED edge maps (class: the "
                         "photo's category) and OpenMoji line art with its colour rendering (class: the emoji's "
-                        "group): OUT/images, OUT/sketches, classes.json, index.json, manifest.json.")
+                        "group): OUT/images, OUT/sketches, classes.json, index.json, manifest.json. "
+                        "colorize: line art / colour pairs, OpenMoji line groups with their colour rendering, openclipart "
+                        "outlines (or XDoG lines) with the filled drawing and a few photos with XDoG lines: "
+                        "OUT/lineart, OUT/color, splits.json, palettes.json, manifest.json.")
     b.add_argument("task", help=f"what to build: {', '.join(BUILD_TASKS)}")
     b.add_argument("--photos", action="append", default=[], metavar="DIR",
                    help="photo folder (e.g. `impasto data fetch endless-sky DIR`); repeatable")
@@ -56,19 +61,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--fetch", default=None, metavar="DIR",
                    help="fetch the demo sources first into DIR/SOURCE, keeping complete earlier fetches, and build from "
                    "them: the whole demo set in one command (semantic: endless-sky photos, supertuxkart and redeclipse "
-                   "textures; sketch: endless-sky photos, openmoji, and the hed weights if none are found)")
+                   "textures; sketch: endless-sky photos, openmoji, and the hed weights if none are found; colorize: "
+                   "openmoji, openclipart, endless-sky photos)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
     b.add_argument("--count", type=int, default=1000, help="semantic: samples (default 1000)")
     b.add_argument("--size", type=int, default=None,
-                   help="side in px, a multiple of 8 (default 256 for semantic, 128 for sketch)")
+                   help="side in px, a multiple of 8 (default 256 for semantic and colorize, 128 for sketch)")
     b.add_argument("--seed", type=int, default=0, help="seed: the same seed gives the same dataset (default 0)")
-    b.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (default 0.1)")
+    b.add_argument("--val-fraction", type=float, default=None,
+                   help="share held out for validation (default 0.1; colorize 0.05)")
     b.add_argument("--exclude-licence", action="append", default=[], metavar="PREFIX",
                    help="skip pictures whose licence starts with PREFIX (e.g. GPL, CC-BY-SA); repeatable")
     b.add_argument("--openmoji", default=None, metavar="DIR",
-                   help="sketch: OpenMoji folder (`impasto data fetch openmoji DIR`) for the drawn line art")
+                   help="sketch, colorize: OpenMoji folder (`impasto data fetch openmoji DIR`) for the drawn line art")
+    b.add_argument("--openclipart", default=None, metavar="DIR",
+                   help="colorize: openclipart folder (`impasto data fetch openclipart DIR`) for clipart line art")
     b.add_argument("--limit", type=int, default=0,
-                   help="sketch: at most N photos per folder and N emoji, spread over them (default 0: all)")
+                   help="sketch: at most N photos per folder and N emoji; colorize: at most N emoji, N clipart "
+                   "files and N photos; spread over them (default 0: all)")
     b.add_argument("--edges", default="hed", choices=("hed", "sobel"),
                    help="sketch: photo edge detector: hed (the paper's pipeline, default) or sobel (gradients through "
                    "the same cleanup: no weights, fast, rougher)")
@@ -76,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="sketch: HED weights file or fetched folder (default: $IMPASTO_HED_WEIGHTS, "
                    "~/.cache/impasto/hed, or DIR/hed with --fetch)")
     b.add_argument("--skin-tones", action="store_true",
-                   help="sketch: keep OpenMoji's skin-tone variants (same lines, other colours)")
+                   help="sketch, colorize: keep OpenMoji's skin-tone variants (same lines, other colours)")
     b.add_argument("--device", default="cpu", help="sketch: where HED runs: cpu (default), cuda, cuda:N")
     b.add_argument("--threads", type=int, default=0, help="sketch: CPU threads for HED (0: torch's default)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -128,6 +138,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown build task '{args.task}': known tasks are {', '.join(BUILD_TASKS)}")
     if args.size is None:
         args.size = DEFAULT_SIZE[args.task]
+    if args.val_fraction is None:
+        args.val_fraction = DEFAULT_VAL_FRACTION[args.task]
+    if args.task == "colorize":
+        return _build_colorize(args)
     return _build_sketch(args) if args.task == "sketch" else _build_semantic(args)
 
 
@@ -198,4 +212,36 @@ def _build_sketch(args: argparse.Namespace) -> int:
         print(f"{state}{summary['items']} pairs ({summary['train']} train, {summary['val']} val; "
               f"{summary['per_source'].get('photo', 0)} photo edges, {summary['per_source'].get('drawn', 0)} drawn) "
               f"in {summary['classes']} classes to {summary['output']}{rate}")
+    return 0
+
+
+def _build_colorize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from impasto.train.data.colorize_build import DEMO_SOURCES, ColorizeBuildConfig, build_colorize
+    from impasto.train.data.recipes import fetch
+
+    if args.textures:
+        raise UsageError("--textures is for `data build semantic`; the colorize set takes --openmoji, --openclipart "
+                         "and --photos")
+    photos, openmoji, clipart = list(args.photos), args.openmoji, args.openclipart
+    if args.fetch:
+        openmoji = openmoji or str(Path(args.fetch) / DEMO_SOURCES["drawn"][0])
+        clipart = clipart or str(Path(args.fetch) / DEMO_SOURCES["clipart"][0])
+        for name, folder in ((DEMO_SOURCES["drawn"][0], openmoji), (DEMO_SOURCES["clipart"][0], clipart)):
+            fetch(name, folder)  # a complete earlier fetch is kept as it is
+        if not photos:
+            for name in DEMO_SOURCES["photos"]:
+                photos.append(str(Path(args.fetch) / name))
+                fetch(name, photos[-1])
+    config = ColorizeBuildConfig(size=args.size, limit=args.limit, val_fraction=args.val_fraction,
+                                 skin_tones=args.skin_tones, exclude_licences=tuple(args.exclude_licence))
+    summary = build_colorize(args.output, openmoji, clipart, photos, config)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        state = "already built: " if summary.get("unchanged") else "wrote "
+        sources = ", ".join(f"{n} {k}" for k, n in summary["per_source"].items())
+        print(f"{state}{summary['items']} pairs ({summary['train']} train, {summary['val']} val; {sources}) to "
+              f"{summary['output']} in {summary['total_s']} s")
     return 0

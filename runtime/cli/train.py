@@ -46,6 +46,8 @@ def run_training(args: argparse.Namespace) -> int:
     if not args.json and not sys.stderr.isatty():  # a log or a pipe: the loops' periodic progress lines, not silence
         logging.getLogger("impasto.train").setLevel(logging.INFO)
     result = trainer.run(config, not args.json)
+    if result.get("rank", 0):  # under torchrun the main process (rank 0) speaks for the run
+        return 0
     if args.json:
         print(json.dumps(result, indent=1))
     elif trainer.summary is not None:

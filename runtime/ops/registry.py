@@ -34,12 +34,13 @@ from impasto.train.options import OptionSpec, options_of
 log = logging.getLogger(__name__)
 
 BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize",
-           "impasto.runtime.ops.semantic", "impasto.runtime.ops.sketchify", "impasto.runtime.ops.sketch")
+           "impasto.runtime.ops.semantic", "impasto.runtime.ops.sketchify", "impasto.runtime.ops.sketch",
+           "impasto.runtime.ops.colorize")
 ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints")
 KINDS = ("image", "text", "file")  # a tensor (sent as PNG), a string, bytes of a file
-PLACES = ("layer", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
-# roles decoded with their alpha, (4, H, W) RGBA: colour hints, and sketches (strokes on a transparent layer)
-RGBA_ROLES = ("hints", "sketch")
+PLACES = ("layer", "under", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
+# roles decoded with their alpha, (4, H, W) RGBA: colour hints, and sketches and line art (strokes on a transparent layer)
+RGBA_ROLES = ("hints", "sketch", "lineart")
 
 
 class UnknownOpError(NotFound):
@@ -78,8 +79,9 @@ class Output:
     the CLI options that write it, each with the suffixes it accepts (the main image is
     ``-o``). ``on_request`` outputs cost extra and are made only when asked for.
     ``place`` tells the add-ons where a result goes: a new ``layer`` (Krita) / image
-    (Blender), a ``texture`` (a Blender image that can feed a material), a ``vector``
-    layer (SVG), or a ``file`` to keep beside the document.
+    (Blender), a new layer ``under`` the source layer (Krita: colour under line art; an
+    image in Blender, as ``layer``), a ``texture`` (a Blender image that can feed a
+    material), a ``vector`` layer (SVG), or a ``file`` to keep beside the document.
 
     A ``series`` output may come as several items (``--variations K``): the op returns the
     first under the output's name and the others under ``name.2``, ``name.3``, ... in order
@@ -154,7 +156,8 @@ class RunContext:
     ``progress(level, levels, step, total, loss, preview)`` may raise to stop the run
     (cancellation); ``preview`` is a callable giving the current image. ``infer(model,
     arrays)`` runs a feed-forward model on the engine (the server's batcher, or a local
-    backend). ``cache`` lives as long as the worker (a batch runner keeps feature networks there).
+    backend). ``cache`` lives as long as the worker (a batch runner keeps feature networks there;
+    a server's engine jobs share one, from threads side by side: an op guards its own entries).
     """
 
     device: str = "cpu"

@@ -25,13 +25,13 @@ from impasto.runtime.errors import FailedPrecondition, InvalidArgument
 from impasto.runtime.images import resize
 from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op
 from impasto.runtime.ops.request import image_numbers
+from impasto.runtime.ops.served import PREFIX, profile_sides
 from impasto.train.data.labels import LabelError, LabelTable
 from impasto.train.options import option
 
 __all__ = ["SEMANTIC", "SemanticInputError", "SemanticModel", "SemanticOptions", "read_label_map", "semantic_model"]
 
 DEFAULT_MODEL = "semantic_landscape"
-PREFIX = "impasto."
 
 
 class SemanticInputError(InvalidArgument):
@@ -60,16 +60,9 @@ def semantic_model(name: str, parameters: dict[str, str]) -> SemanticModel:
         table = LabelTable.from_json(parameters[f"{PREFIX}labels"], f"the label table of model '{name}'")
     except LabelError as e:
         raise FailedPrecondition(str(e)) from None
-    lo, hi = 1, 1 << 30
-    profile = parameters.get(f"{PREFIX}profile.labels", "")
-    try:  # min;opt;max shapes, NxCxHxW each
-        shapes = [[int(v) for v in part.split("x")] for part in profile.split(";")]
-        lo, hi = max(shapes[0][2], shapes[0][3]), min(shapes[2][2], shapes[2][3])
-    except (ValueError, IndexError):
-        pass
     return SemanticModel(name, table, int(parameters.get(f"{PREFIX}stride", "1")),
                          int(parameters.get(f"{PREFIX}z_dim", "0")), parameters.get(f"{PREFIX}encoder", ""),
-                         (lo, hi), parameters)
+                         profile_sides(parameters, "labels", (1, 1 << 30)), parameters)
 
 
 def _multiples(side: int, stride: int, lo: int, hi: int) -> list[int]:

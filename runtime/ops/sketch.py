@@ -37,14 +37,14 @@ from impasto.runtime.errors import FailedPrecondition, InvalidArgument
 from impasto.runtime.images import resize
 from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op, series_key
 from impasto.runtime.ops.request import image_numbers
+from impasto.runtime.ops.served import PREFIX, profile_sides, recorded_side, working_size
 from impasto.train.data.edges import SketchInputError, distance_input, lines_from_picture
 from impasto.train.options import option
 
 __all__ = ["MAX_VARIATIONS", "SKETCH", "SketchModel", "SketchOpInputError", "SketchOptions", "model_input",
-           "sketch_lines", "sketch_model", "working_size"]
+           "sketch_lines", "sketch_model"]
 
 DEFAULT_MODEL = "sketch_demo"
-PREFIX = "impasto."
 MAX_VARIATIONS = 8  # the exported model's largest batch: one request's worth of codes
 MIN_SIDE = 16  # px: a smaller sketch holds no drawing worth the name
 
@@ -87,17 +87,8 @@ def sketch_model(name: str, parameters: dict[str, str]) -> SketchModel:
     except (KeyError, ValueError) as e:
         raise FailedPrecondition(f"model '{name}': its config lacks a valid {PREFIX}classes, {PREFIX}stride or "
                                  f"{PREFIX}z_dim ({e}); export it again with `impasto export`") from None
-    lo, hi = 1, 1 << 14
-    try:  # min;opt;max shapes, NxCxHxW each
-        shapes = [[int(v) for v in part.split("x")] for part in parameters.get(f"{PREFIX}profile.sketch", "").split(";")]
-        lo, hi = max(shapes[0][2], shapes[0][3]), min(shapes[2][2], shapes[2][3])
-    except (ValueError, IndexError):
-        pass
-    try:
-        image_size = max(0, int(parameters.get(f"{PREFIX}image_size", "0")))
-    except ValueError:
-        image_size = 0
-    return SketchModel(name, tuple(classes), stride, z_dim, (lo, hi), image_size)
+    return SketchModel(name, tuple(classes), stride, z_dim, profile_sides(parameters, "sketch"),
+                       recorded_side(parameters))
 
 
 def sketch_lines(picture: np.ndarray, field: str = "sketch") -> np.ndarray:
@@ -109,25 +100,6 @@ def sketch_lines(picture: np.ndarray, field: str = "sketch") -> np.ndarray:
         if field != "sketch" and message.startswith("sketch"):
             message = field + message[len("sketch"):]
         raise SketchOpInputError(message) from None
-
-
-def working_size(height: int, width: int, model: SketchModel, side: int = 0) -> tuple[int, int, int, int]:
-    """(h, w, padded h, padded w): the size the model sees the sketch at, and that size padded.
-
-    With ``side`` the sketch is scaled so that its longer side is ``side`` (a model draws best
-    at the scale it was trained at: its lines are so many pixels apart). Without, it keeps its
-    size. Either way, one larger than the served range is scaled down so that the longer side
-    fits, a tiny one up so that the shorter side reaches the range's minimum (unless the longer
-    side would then not fit). Padding goes up to the next multiple of the stride, and to the
-    range's minimum.
-    """
-    s, (lo, hi) = model.stride, model.sides
-    lo, hi = -(-lo // s) * s, max(hi // s * s, s)
-    scale = min(side / max(height, width) if side else 1.0, hi / max(height, width))
-    if min(height, width) * scale < lo:
-        scale = min(lo / min(height, width), hi / max(height, width))
-    h, w = max(1, min(round(height * scale), hi)), max(1, min(round(width * scale), hi))
-    return h, w, max(-(-h // s) * s, lo), max(-(-w // s) * s, lo)
 
 
 def _resample_lines(lines: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -147,7 +119,7 @@ def model_input(lines: np.ndarray, model: SketchModel, side: int = 0) -> tuple[n
 
     The map is :func:`distance_input` of the lines at :func:`working_size`, padded right and
     down with 1 (far from any line) to multiples of the stride."""
-    h, w, ph, pw = working_size(*lines.shape, model, side)
+    h, w, ph, pw = working_size(*lines.shape, model.stride, model.sides, side)
     field = distance_input(_resample_lines(lines, h, w))
     padded = np.ones((1, 1, ph, pw), np.float32)
     padded[0, 0, :h, :w] = field

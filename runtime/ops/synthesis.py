@@ -39,6 +39,7 @@ from impasto.train.losses.statistics import (
     gram,
     gram_loss,
     histogram_loss,
+    match_histograms,
     region_masks,
     sliced_wasserstein_loss,
     sorted_features,
@@ -82,6 +83,7 @@ class SynthesisOptions:
     tv_weight: float = option(0.0, "total-variation weight (smoothness)", min=0.0, max=1e6)
     balance: bool = option(True, "automatic loss balancing (gradient normalisation per layer)")
     tileable: bool = False  # texture exposes it
+    match_colours: bool = False  # texture exposes it (default on there); never with content or label maps
     seed: int = option(0, "random seed", min=0, max=2**31 - 1)
     device: str = "cpu"
     features: str = option("vgg19", "VGG-19 with ImageNet weights (see IMPASTO_VGG_WEIGHTS) or the random-weight "
@@ -299,6 +301,11 @@ def synthesize(
                 image = 0.5 + 0.2 * (noise - 0.5) + (exemplar.mean((2, 3), keepdim=True) - 0.5)
         else:
             image = _resize(image, h, w, wrap=options.tileable)
+            if options.match_colours and content_full is None and labels is None:
+                # bilinear upsampling narrows the colour distribution, and the few fine-scale steps do not
+                # widen it again: start the finer scale from the exemplar's colours at the same ranks
+                flat = image.clamp(0, 1).flatten(2)[0]
+                image = match_histograms(flat, sorted_features(ex)).view_as(image)
         image = image.clamp(0, 1).detach().contiguous().requires_grad_(True)  # L-BFGS views the gradient flat
 
         def report(loss: float, current: torch.Tensor, s: int = s) -> None:

@@ -50,6 +50,8 @@ class TextureOptions(SynthesisOptions):
     width: int = option(512, "output width, px", min=MIN_SIDE, max=16384)
     height: int = option(512, "output height, px", min=MIN_SIDE, max=16384)
     tileable: bool = option(False, "make the texture wrap around seamlessly")
+    match_colours: bool = option(True, "start each finer scale from the exemplar's colours (the upsampled image's "
+                                 "pixels take the exemplar's values at the same ranks, per channel)")
 
 
 def _check(options: TextureOptions, dims: dict[str, tuple[int, int]], max_side: int, label) -> None:

@@ -101,6 +101,9 @@ class JobManager:
                  engine_slots: int = 4):
         self.sidecar = sidecar
         self.models = models  # the ModelPool engine ops infer on
+        # one RunContext.cache for every engine job (colorize keeps its style vectors there): ops that use it
+        # guard their own entries, as jobs run in threads side by side
+        self.engine_cache: dict = {}
         self.engine_slots = asyncio.Semaphore(engine_slots)
         self.max_jobs = max_jobs
         self.result_ttl = result_ttl
@@ -355,7 +358,7 @@ class JobManager:
                 return
             job.state, job.started = pb.RUNNING, time.time()
             self._append(job, started=pb.Started(worker=f"engine/{job.spec.name}"))
-            ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress,
+            ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress, cache=self.engine_cache,
                              model_parameters=lambda model: self.models.get(model).info.parameters)
             try:
                 outcome = await loop.run_in_executor(None, run_op, job.spec, convert.op_request(job.request), ctx)

@@ -234,21 +234,12 @@ def lines_from_picture(picture: np.ndarray, *, thin: bool = True) -> np.ndarray:
     photo edge maps are, so both give the same :func:`distance_input`.
     SketchInputError (naming ``sketch``) for an empty or uniform picture.
     """
-    if picture.ndim != 3 or picture.shape[2] not in (3, 4) or picture.dtype != np.uint8:
-        raise SketchInputError(f"sketch must be an (H, W, 3 or 4) uint8 picture, got {picture.dtype} "
-                               f"{picture.shape}")
-    rgb = picture[..., :3].astype(np.float32) / 255.0
-    light = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
-    alpha = picture[..., 3].astype(np.float32) / 255.0 if picture.shape[2] == 4 else None
-    if alpha is not None and alpha.min() < 0.98:
-        opaque = alpha >= 0.5
-        if opaque.mean() <= 0.5:
-            ink = alpha
-        else:  # a drawing with transparent margins: judge lightness on the opaque part only
-            background = float(np.median(light[opaque]))
-            ink = np.abs(light - background) * alpha
-    else:
-        ink = np.abs(light - float(np.median(light)))
+    from impasto.train.data.lineart import LineArtError, line_contrast  # lineart imports this module's constants
+
+    try:
+        ink = line_contrast(picture, "sketch")  # the polarity and alpha rule, shared with the colouriser
+    except LineArtError as e:
+        raise SketchInputError(str(e)) from None
     if float(ink.max()) < MIN_CONTRAST:
         raise SketchInputError(
             f"sketch is empty: no line differs from the background by {MIN_CONTRAST:.0%} of black-to-white or "

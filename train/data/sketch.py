@@ -47,6 +47,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from impasto.train.data.pictures import read_drawing, read_rgb
 from impasto.train.data.recipes import DataError
 
 __all__ = ["DRAWN", "KINDS", "PHOTO_EDGES", "SOURCE_NAMES", "CurriculumSampler", "SketchDataset", "SketchItem",
@@ -79,24 +80,11 @@ def split_of(key: str, val_fraction: float = 0.1) -> str:
     return "val" if value < val_fraction else "train"
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise DataError(f"cannot read picture '{path}': {e}") from None
-
-
 def read_lines(path: Path) -> np.ndarray:
     """A line picture (any polarity, or lines on alpha) as an (H, W) bool mask, True on lines."""
     from impasto.train.data.edges import SketchInputError, lines_from_picture
 
-    try:
-        with Image.open(path) as im:
-            alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-            picture = np.asarray(im.convert("RGBA" if alpha else "RGB"))
-    except OSError as e:
-        raise DataError(f"cannot read line picture '{path}': {e}") from None
+    picture = read_drawing(path, "line picture")
     try:
         return lines_from_picture(picture)
     except SketchInputError as e:
@@ -140,7 +128,7 @@ class SketchDataset(Dataset):
         from impasto.train.data.edges import distance_input
 
         item = self.items[i]
-        picture, lines = _read_rgb(item.image), read_lines(item.sketch)
+        picture, lines = read_rgb(item.image), read_lines(item.sketch)
         *box, flip = self._box()
         s = self.size
         image = Image.fromarray(picture).resize((s, s), Image.BICUBIC, box=self._pixels(picture.shape[:2], box))

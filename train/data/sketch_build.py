@@ -39,7 +39,8 @@ from PIL import Image
 from impasto.train.data.recipes import MANIFEST, DataError, name_prefix, swap_into_place
 from impasto.train.data.sketch import SOURCE_NAMES, split_of
 
-__all__ = ["DEMO_SOURCES", "EDGE_DETECTORS", "PHOTO_CLASSES", "SketchBuildConfig", "build_sketch", "edge_detector"]
+__all__ = ["DEMO_SOURCES", "EDGE_DETECTORS", "PHOTO_CLASSES", "SketchBuildConfig", "build_sketch", "edge_detector", "note_skip",
+           "spread", "square_crops"]
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +153,21 @@ def _photos(folder: Path, exclude: tuple[str, ...], skipped: Counter, examples: 
         reason = ("no category (the file is named after its photographer)" if klass is None
                   else f"licence {licence} excluded" if licence.lower().startswith(exclude) else None)
         if reason:
-            _skip(skipped, examples, reason, f"{name}:{rel}")
+            note_skip(skipped, examples, reason, f"{name}:{rel}")
             continue
         out.append(_Picture(folder / rel, f"{name}:{rel}", klass, licence, attribution, package))
     return out, info
 
 
-def _skip(skipped: Counter, examples: dict, reason: str, what: str) -> None:
+def note_skip(skipped: Counter, examples: dict, reason: str, what: str) -> None:
+    """Count one skipped input under ``reason`` and keep its name among the first five examples (for the manifest)."""
     skipped[reason] += 1
     examples.setdefault(reason, [])
     if len(examples[reason]) < 5:
         examples[reason].append(what)
 
 
-def _square_crops(picture: Image.Image, size: int) -> list[np.ndarray]:
+def square_crops(picture: Image.Image, size: int) -> list[np.ndarray]:
     """Square crops covering the picture's long side (round(long / short) of them), each ``size``."""
     w, h = picture.size
     side, n = min(w, h), max(1, round(max(w, h) / min(w, h)))
@@ -177,7 +179,7 @@ def _square_crops(picture: Image.Image, size: int) -> list[np.ndarray]:
     return crops
 
 
-def _spread(items: list, limit: int) -> list:
+def spread(items: list, limit: int) -> list:
     """``limit`` items evenly spread over ``items`` (every category of a sorted list has a say); all if 0."""
     if not limit or len(items) <= limit:
         return list(items)
@@ -233,13 +235,13 @@ def build_sketch(out: str | Path, photos: Sequence[str | Path] = (), openmoji: s
     pictures, sources = [], []
     for folder in photos:
         found, info = _photos(Path(folder), exclude, skipped, examples)
-        pictures += _spread(found, config.limit)
+        pictures += spread(found, config.limit)
         sources.append(info)
     emoji = []
     if openmoji is not None:
         if not Path(openmoji).is_dir():
             raise DataError(f"--openmoji folder '{openmoji}' does not exist")
-        emoji = _spread(openmoji_files(openmoji, config.skin_tones, config.exclude_groups), config.limit)
+        emoji = spread(openmoji_files(openmoji, config.skin_tones, config.exclude_groups), config.limit)
         m = json.loads((Path(openmoji) / MANIFEST).read_text())
         sources.append({k: m.get(k) for k in ("source", "manager", "package", "version", "licence_note")})
         package = f"{m.get('package')} {m.get('version')}"
@@ -277,14 +279,14 @@ def build_sketch(out: str | Path, photos: Sequence[str | Path] = (), openmoji: s
             for pic in pictures:
                 try:
                     with Image.open(pic.path) as im:
-                        squares = _square_crops(im.convert("RGB"), size)
+                        squares = square_crops(im.convert("RGB"), size)
                 except OSError as e:
                     raise DataError(f"cannot read picture '{pic.path}': {e}") from None
                 for k, crop in enumerate(squares):
                     lines = edge_fn(crop)
                     crops += 1
                     if lines.mean() < config.min_edges:
-                        _skip(skipped, examples, f"fewer than {config.min_edges:.1%} edge pixels", f"{pic.origin}#{k}")
+                        note_skip(skipped, examples, f"fewer than {config.min_edges:.1%} edge pixels", f"{pic.origin}#{k}")
                         continue
                     write(_stem(pic.origin, k), crop, lines, pic.klass, 0, pic)
                 bar.update(1)
@@ -298,10 +300,10 @@ def build_sketch(out: str | Path, photos: Sequence[str | Path] = (), openmoji: s
                     lines = line_mask(e.path, size)
                     picture = render_openmoji(e.path, size, "full")
                 except OpenMojiError as err:
-                    _skip(skipped, examples, str(err).split(": ", 1)[-1], f"openmoji:{e.hexcode}")
+                    note_skip(skipped, examples, str(err).split(": ", 1)[-1], f"openmoji:{e.hexcode}")
                 else:
                     if lines.mean() < config.min_edges:  # a line group of hidden or off-canvas shapes
-                        _skip(skipped, examples, f"its line art covers less than {config.min_edges:.1%} of the "
+                        note_skip(skipped, examples, f"its line art covers less than {config.min_edges:.1%} of the "
                               f"picture", f"openmoji:{e.hexcode}")
                     else:
                         write(f"openmoji-{e.hexcode}", picture, lines, e.group, 1, pic)

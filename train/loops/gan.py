@@ -12,7 +12,8 @@ brings what each family would otherwise rewrite:
 - mixed precision on CUDA (bf16 autocast, or fp16 with gradient scaling); fp32 on the CPU;
 - checkpoints every N steps, written atomically, that resume exactly: weights, optimisers,
   scalers, every process's random state and the data position (the order of the training
-  data is a function of seed and epoch, so a resumed run draws the batches it would have drawn);
+  data is a function of seed and epoch, so a resumed run draws the batches it would have drawn;
+  a dataset with a ``set_epoch(epoch)`` method is told the epoch before each one);
 - a progress bar on a terminal, a log line every N steps otherwise;
 - periodic validation on the EMA generator: a sample grid PNG (condition | output | real) and
   the family's evaluation hook (Fréchet distance, mIoU ...);
@@ -385,6 +386,8 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
                                 generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         else:
             sampler.epoch, sampler.skip = divmod(step, sampler.steps_per_epoch)
+            if hasattr(data, "set_epoch"):  # a dataset whose augmentations vary by epoch (still a function of it)
+                data.set_epoch(sampler.epoch)
             loader = DataLoader(data, batch_size=cfg.batch, sampler=sampler, num_workers=cfg.workers,
                                 drop_last=True, pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + sampler.epoch))

@@ -1,6 +1,6 @@
 """Saving and loading model weights as safetensors (fp16 on disk where parity holds; config, label table and
-metrics in the metadata): stroke renderers, semantic generators (SPADE), segmenters and sketch generators
-(SketchyGAN)."""
+metrics in the metadata): stroke renderers, semantic generators (SPADE), segmenters, sketch generators
+(SketchyGAN) and line-art colourisers (style2paints v1)."""
 
 from __future__ import annotations
 
@@ -330,5 +330,89 @@ def require_shipped_sketch(dataset: str = "demo") -> Path:
             f"no sketch demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
             f"`impasto data build sketch`, train with `impasto train sketch`, then export the result with "
             f"`impasto export sketch_{dataset} --checkpoint FILE.safetensors`"
+        )
+    return path
+
+
+# -- line-art colourisation (style2paints v1) -------------------------------------------------------
+# One file holds the generator (guide decoders included), the style encoder's dense head (the
+# frozen VGG-19 under it is the user's own, loaded at export time), the config, the data the
+# model was trained on (licences and attribution: OpenMoji is CC BY-SA) and metrics.
+
+COLORIZE_KIND = "colorize"
+
+
+def save_colorize(path: str | Path, generator: torch.nn.Module, style_head: torch.nn.Module, config, *,
+                  fp16: bool = True, metrics: dict | None = None, data: str = "") -> Path:
+    """Write a colouriser (:mod:`impasto.train.models.colorizer`): generator, style head, ``config``, ``data`` label.
+
+    ``style_head`` is the style encoder's ``Linear(descriptor_dim, style_dim)`` (or the
+    :class:`~impasto.train.models.colorizer.StyleEncoder` holding it: only its head is stored).
+    The modules are left as they are (training can go on); floating tensors are stored in fp16
+    when ``fp16``. Returns ``path``.
+    """
+    head = getattr(style_head, "head", style_head)
+    shape = (config.descriptor_dim, config.style_dim)
+    if not isinstance(head, torch.nn.Linear) or (head.in_features, head.out_features) != shape:
+        raise ValueError(f"save_colorize: style_head must be a Linear{shape} (descriptor_dim -> style_dim), "
+                         f"got {head}")
+    if getattr(generator, "config", config) != config:
+        raise ValueError("save_colorize: the generator was built with another config than the one given")
+    state = {f"generator.{k}": v for k, v in folded_state_dict(generator).items()}
+    state.update({f"style_head.{k}": v for k, v in head.state_dict().items()})
+    meta = {
+        "kind": json.dumps(COLORIZE_KIND),  # every value is JSON, as read_metadata expects
+        "config": json.dumps(config.to_dict()),
+        "data": json.dumps(str(data)),
+        "metrics": json.dumps(metrics or {}),
+    }
+    return write_weights(path, state, meta, fp16=fp16)
+
+
+def read_colorize_metadata(path: str | Path):
+    """(config, metadata) of a colouriser file without loading its tensors (metadata: ``data``, ``metrics``)."""
+    from impasto.train.models.colorizer import ColorizeConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"colorize model weights not found: {path}")
+    meta = read_metadata(path)
+    if meta.get("kind") != COLORIZE_KIND or "config" not in meta:
+        raise ValueError(f"{path} is not an impasto colorize model file (its metadata has no kind/config)")
+    return ColorizeConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics")}
+
+
+def load_colorize(path: str | Path, device: str | torch.device = "cpu"):
+    """(generator, style_head_state, config) from a file written by :func:`save_colorize`; float32, eval mode.
+
+    ``style_head_state`` is the state dict of the style encoder's dense layer: load it into
+    ``build_style_encoder(config, ...).head`` with the user's VGG-19 under it.
+    """
+    from impasto.train.models.colorizer import build_generator
+
+    path = Path(path)
+    config, _ = read_colorize_metadata(path)
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    generator = _load_part(tensors, "generator.", build_generator(config), path)
+    head = {k[len("style_head."):]: v.to(device) for k, v in tensors.items() if k.startswith("style_head.")}
+    want = {"weight": (config.style_dim, config.descriptor_dim), "bias": (config.style_dim,)}
+    if {k: tuple(v.shape) for k, v in head.items()} != want:
+        raise ValueError(f"{path}: the style head does not fit the stored config (expected {want})")
+    return generator.to(device), head, config
+
+
+def shipped_colorize_path(dataset: str = "demo") -> Path:
+    """Where the package keeps the demo colouriser trained on ``dataset``."""
+    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"colorize_{dataset}.safetensors")))
+
+
+def require_shipped_colorize(dataset: str = "demo") -> Path:
+    """The shipped colorize weights for ``dataset``, or FileNotFoundError saying how to make them."""
+    path = shipped_colorize_path(dataset)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no colorize demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
+            f"`impasto data build colorize`, train with `impasto train colorize`, then export the result with "
+            f"`impasto export colorize_{dataset} --checkpoint FILE.safetensors` (and colorize_{dataset}_style)"
         )
     return path

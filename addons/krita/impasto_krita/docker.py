@@ -95,6 +95,7 @@ class ImpastoDocker(DockWidget):
         self.setWidget(root)
         self.live = LiveMode(self.run_live, lambda: self.thread is not None, parent=self)
         self.live_form: OpForm | None = None  # the form whose Live box is on
+        self.last_seconds = 0.0  # the last job's round trip, from reading the layers to its layers placed
 
     # --- server ---------------------------------------------------------------------------
 
@@ -161,7 +162,8 @@ class ImpastoDocker(DockWidget):
     # --- live mode (live.py) ------------------------------------------------------------------
 
     def live_toggled(self, form: OpForm, on: bool) -> None:
-        """Live on: watch the active layer of the active document; off: stop watching."""
+        """Live on: watch the active layer of the active document (the source: labels, line art) and
+        the layer chosen for the form's hints slot, if any; off: stop watching."""
         if not on:
             if self.live_form is form:
                 self.live.stop()
@@ -169,13 +171,20 @@ class ImpastoDocker(DockWidget):
             return
         doc = Krita.instance().activeDocument()
         node = doc.activeNode() if doc is not None else None
+        what = "line art" if form.live_slot else "labels"
         if node is None or node.type() != "paintlayer":
             form.live.setChecked(False)
-            self.message.setText("live: select the paint layer with the labels first")
+            self.message.setText(f"live: select the paint layer with the {what} first")
+            return
+        if any(n.uniqueId() == node.uniqueId() for n in form.live_layers()):
+            form.live.setChecked(False)
+            self.message.setText(f"live: the active layer '{node.name()}' is the {form.live_slot} layer: "
+                                 f"select the layer with the {what} first")
             return
         self.live_form = form
-        self.live.start(doc, node)
-        self.message.setText(f"live: watching '{node.name()}'")
+        self.live.start(doc, node, form.live_layers)
+        more = "".join(f" and '{n.name()}'" for n in self.live.watched()[1:])
+        self.message.setText(f"live: watching '{node.name()}'{more}")
 
     def stop_live(self) -> None:
         form, self.live_form = self.live_form, None
@@ -263,12 +272,13 @@ class ImpastoDocker(DockWidget):
                 document.remove_layers_named(self.doc, job.name)
             added = job.place(self.doc, result)
             self.progress.setValue(self.progress.maximum())
-            seconds = time.monotonic() - self.started
+            seconds = self.last_seconds = time.monotonic() - self.started  # the round trip: read, run, placed
             if added:
                 more = "".join(f", '{a}'" for a in added[1:])
                 snapped = f"; {job.snapped} stray label pixels snapped to the palette" if job.snapped else ""
+                notes = "".join(f"; {note}" for note in job.notes)
                 done = "live: updated" if job.live else "done:"
-                self.message.setText(f"{done} layer '{added[0]}'{more} ({seconds:.1f} s{snapped})")
+                self.message.setText(f"{done} layer '{added[0]}'{more} ({seconds:.1f} s{snapped}{notes})")
             else:
                 self.message.setText(f"done, but the result has nothing to put in the document ({seconds:.0f} s)")
         except document.UnsupportedDocument as e:

@@ -125,11 +125,13 @@ def paint_layers(doc) -> list:
     return found
 
 
-def layer_image(doc, node) -> RawImage:
-    """A layer's pixels across the document as a raw BGRA image (e.g. a style image)."""
+def layer_image(doc, node, bounds: tuple[int, int, int, int] | None = None) -> RawImage:
+    """A layer's pixels as a raw BGRA image (e.g. a style image): across the document, or over
+    ``bounds`` (x, y, width, height: the rectangle the source went out with, for a slot that must
+    match the source's size, such as colour hints beside line art cropped to a selection)."""
     check_document(doc)
-    w, h = doc.width(), doc.height()
-    return RawImage(bytes(node.projectionPixelData(0, 0, w, h)), w, h, 4, order="ORDER_BGR")
+    x, y, w, h = bounds if bounds is not None else (0, 0, doc.width(), doc.height())
+    return RawImage(bytes(node.projectionPixelData(x, y, w, h)), w, h, 4, order="ORDER_BGR")
 
 
 def decode_png(png: bytes, width: int, height: int, scale: bool = False) -> bytes:
@@ -188,6 +190,56 @@ def add_result_layer(doc, source, inputs: LayerInputs, png: bytes, name: str):
     pixels = _result_pixels(inputs, png, scale=True)
     layer = _add_above(doc, source, doc.createNode(name, "paintlayer"))
     layer.setPixelData(pixels, inputs.x, inputs.y, inputs.width, inputs.height)
+    doc.refreshProjection()
+    return layer
+
+
+def _add_below(doc, source, layer):
+    """Insert ``layer`` right below ``source`` in its parent (at the bottom when there is no source).
+
+    Krita's API only inserts above a node: below the sibling under ``source``; when ``source`` is
+    the lowest, ``layer`` goes above it and ``source`` is moved back above ``layer``.
+    """
+    parent = source.parentNode() if source is not None and source.parentNode() is not None else doc.rootNode()
+    siblings = parent.childNodes()  # bottom to top
+    at = next((i for i, n in enumerate(siblings) if source is not None and n.uniqueId() == source.uniqueId()), None)
+    if at is None:  # no source: the bottom of the stack
+        if not siblings:
+            parent.addChildNode(layer, None)
+            return layer
+        at, source = 0, siblings[0]
+    if at > 0:
+        parent.addChildNode(layer, siblings[at - 1])
+    else:
+        parent.addChildNode(layer, source)
+        source.remove()
+        parent.addChildNode(source, layer)
+    return layer
+
+
+def _opaque(node, inputs: LayerInputs) -> bool:
+    """Whether ``node`` has no transparent pixel where the pixels were sent from (lines on paper, not on transparency)."""
+    data = bytes(node.projectionPixelData(inputs.x, inputs.y, inputs.width, inputs.height))
+    return bool(data) and min(data[3::4]) == 255
+
+
+def add_under_layer(doc, source, inputs: LayerInputs, png: bytes, name: str, notes: list | None = None):
+    """A new paint layer right below ``source`` holding the result, aligned with the pixels sent
+    (transparent outside a selection): colour under line art.
+
+    A source with no transparent pixel (black lines on white paper) would hide the layer under
+    it: its blending mode becomes Multiply (said in ``notes``), so the colour shows through the
+    paper and the lines stay on top.
+    """
+    pixels = decode_png(png, inputs.width, inputs.height, scale=True)
+    if inputs.mask is not None:
+        pixels = keep_outside(pixels, bytes(len(pixels)), inputs.mask)
+    layer = _add_below(doc, source, doc.createNode(name, "paintlayer"))
+    layer.setPixelData(pixels, inputs.x, inputs.y, inputs.width, inputs.height)
+    if source is not None and source.blendingMode() == "normal" and _opaque(source, inputs):
+        source.setBlendingMode("multiply")
+        if notes is not None:
+            notes.append(f"'{source.name()}' set to Multiply so the colour under it shows")
     doc.refreshProjection()
     return layer
 
@@ -260,11 +312,15 @@ def save_beside(doc, data: bytes, name: str) -> str | None:
     return target
 
 
-def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result: dict, name: str, wanted=()) -> list[str]:
+def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result: dict, name: str, wanted=(),
+                  notes: list | None = None) -> list[str]:
     """Put each output of a finished job where its ``place`` says (Capabilities' OutputInfo).
 
     ``layer``: a new paint layer above the source, the size of the pixels sent, the source
-    unchanged outside a selection; ``texture``: a new paint layer at the image's own size;
+    unchanged outside a selection; ``under``: a new paint layer right below the source, aligned
+    the same way (colour under line art: :func:`add_under_layer`); when one comes, the job's
+    ``layer`` images are left out (above the source they would hide it and the layer under it,
+    and they show what the two already show together); ``texture``: a new paint layer at the image's own size;
     ``vector``: a vector layer of the SVG text; ``file``: saved next to the document when
     asked for (an on-request output), else left out. The first layer gets ``name``, others
     ``name`` and the output's name. A series output with several items (``series``: e.g.
@@ -272,9 +328,13 @@ def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result:
     in order, all above the source. Returns what was added, in order: layer names and paths.
     """
     added = []
+    under = any(o.get("place") == "under" and o.get("kind", "image") == "image" and o["name"] in result.get("images", {})
+                and (not o.get("on_request") or o["name"] in wanted) for o in outputs)
     for out in outputs:
         out_name, kind, place = out["name"], out.get("kind", "image"), out.get("place", "layer")
         if out.get("on_request") and out_name not in wanted:
+            continue
+        if under and place == "layer" and kind == "image":
             continue
         items = series_items(result.get(kind + "s", {}), out_name, bool(out.get("series")))
         base = name if not added else f"{name} {out_name}"
@@ -282,6 +342,8 @@ def place_results(doc, source, inputs: LayerInputs, outputs: list[dict], result:
             label = f"{base} {index}" if len(items) > 1 else base
             if place == "layer" and kind == "image":
                 added.append(add_result_layer(doc, source, inputs, value, label).name())
+            elif place == "under" and kind == "image":
+                added.append(add_under_layer(doc, source, inputs, value, label, notes).name())
             elif place == "texture" and kind == "image":
                 added.append(add_image_layer(doc, source, value, label, inputs.x, inputs.y).name())
             elif place == "vector" and kind == "text":

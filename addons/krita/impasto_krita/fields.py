@@ -4,7 +4,8 @@ Built from Capabilities' ``OptionInfo`` and ``ImageSlot`` entries: an option bec
 box, decimal spin box, check box, drop-down or text field by its type and choices, with its
 range, default and help (a string option whose values the chosen model lists, such as a
 class name, an editable drop-down of that list); an image slot a choice of none / image
-file / a paint layer, or, for a ``mask`` slot, "Selection only". Each reads back what it offers (``describe``), so the
+file / a paint layer (a reference picture, colour hints painted on their own layer), or, for a ``mask`` slot,
+"Selection only". Each reads back what it offers (``describe``), so the
 tests can compare the widgets with Capabilities.
 """
 
@@ -327,8 +328,9 @@ class SlotField:
             return self.combo.path or None
         return self.combo.layer()
 
-    def image(self, doc):
-        """The slot's image as it goes out: file bytes, a layer's pixels, or None."""
+    def image(self, doc, bounds: tuple[int, int, int, int] | None = None):
+        """The slot's image as it goes out: file bytes, a layer's pixels (over ``bounds``, the
+        source's rectangle, when given; else across the document), or None."""
         if self.combo.is_file():
             if not self.combo.path:
                 return None
@@ -338,7 +340,7 @@ class SlotField:
             except OSError as e:
                 raise document.UnsupportedDocument(f"cannot read {self.name} image {self.combo.path}: {e.strerror}") from None
         layer = self.combo.layer()
-        return document.layer_image(doc, layer) if layer is not None else None
+        return document.layer_image(doc, layer, bounds) if layer is not None else None
 
     def describe(self) -> dict:
         items = [self.combo.itemText(i) for i in range(self.combo.fixed)]

@@ -7,23 +7,31 @@ with its form and no new add-on release. The rules:
 - image slots: the first required slot with role ``image`` (else the first required slot)
   is the **source**, the active layer; a ``mask`` slot is the selection ("Selection only");
   every other slot is a choice of "none" (optional slots only), "image file..." or one of
-  the document's paint layers. Layers go out as 8-bit BGRA with their alpha, which the
-  server keeps for roles drawn on transparency (``sketch``, ``hints``); a source of such a
-  role, in an op without a mask slot, is cropped to the selection when there is one
-  (transparent outside it) and its results land over the selection;
+  the document's paint layers (a style reference as a file or a layer, colour hints as the
+  layer the user paints dots on). Layers go out as 8-bit BGRA with their alpha, which the
+  server keeps for roles drawn on transparency (``sketch``, ``hints``, ``lineart``); a source
+  of such a role, in an op without a mask slot, is cropped to the selection when there is one
+  (transparent outside it) and its results land over the selection; a layer chosen for a slot
+  that must match the source's size (``same_size_as``) goes out over the same rectangle. The
+  active layer cannot also be another slot's layer (painting on the hints layer and pressing
+  Run would send the hints as line art);
 - options, by type: ``int`` a spin box, ``float`` a decimal spin box, ``string`` with choices
   a combo box, ``bool`` a check box, other strings a line edit; range, default and choices
   as declared, the help as tooltip. Options named ``size``, ``width`` and ``height`` follow
   the document (its longer side, width, height) until the user sets them; a string option
   whose values the model lists in its parameters (``class_name``: ``impasto.classes``) is an
   editable drop-down of the chosen model's list;
-- outputs made only on request (``on_request``): a check box each; a ``series`` output's
-  items (variations) become a layer each, numbered (``document.place_results``).
+- outputs made only on request (``on_request``): a check box each, ticked from the start for
+  an output placed ``under`` the source (colour under line art: the op's point in Krita; with
+  it the op's ``layer`` images are left out, unticked they come back above the source); a
+  ``series`` output's items (variations) become a layer each, numbered (``document.place_results``);
+- live mode (an engine op with a ``labels`` slot or a ``hints`` slot): a Live check box; the
+  docker re-runs when the source or the layer chosen for the hints slot changes (``live.py``).
 
 :meth:`OpForm.set` / :meth:`OpForm.get` reach any of these by name (scripts, tests), and
 :meth:`OpForm.describe` reads the widgets back, to check them against Capabilities. The
 widgets of single options and slots are in ``fields.py``; an op with a ``labels`` slot also
-gets its model's palette (``swatches.py``), snapping of stray colours and a Live check box.
+gets its model's palette (``swatches.py``) and snapping of stray colours.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from .fields import OptionField, SelectionField, SlotField
 from .swatches import PaletteField
 
 DOCUMENT_SIZED = ("size", "width", "height")  # int options that follow the document until set by hand
-PLACES = {"layer": "new layer", "texture": "new layer", "vector": "vector layer", "file": "file"}  # files go beside the document
-ALPHA_ROLES = ("sketch", "hints")  # slots drawn on transparency: the server reads their alpha; a selection crops them
+PLACES = {"layer": "new layer", "under": "layer under the source", "texture": "new layer", "vector": "vector layer",
+          "file": "file"}  # files go beside the document
+ALPHA_ROLES = ("sketch", "hints", "lineart")  # slots drawn on transparency: the server reads their alpha; a selection crops them
+LIVE_ROLES = ("hints",)  # a slot whose layer live mode watches beside the source (the user paints on it)
 MODEL_LISTS = {"class_name": "impasto.classes"}  # string options whose values a model lists in its parameters
 
 
@@ -72,6 +82,7 @@ class Request:
     places: list = field(default_factory=list)  # the op's outputs (OutputInfo): where each result goes
     snapped: int = 0  # label pixels moved to the nearest palette colour before sending
     live: bool = False  # started by live mode: its result replaces the previous live result
+    notes: list = field(default_factory=list)  # what placing the results did besides adding layers
 
     def start(self, client):
         """Start the job (on a worker thread): yields its events."""
@@ -79,7 +90,8 @@ class Request:
 
     def place(self, doc, result: dict) -> list[str]:
         """Put the finished job's outputs into ``doc`` (main thread): what was added, in order."""
-        return document.place_results(doc, self.source, self.inputs, self.places, result, self.name, self.outputs)
+        return document.place_results(doc, self.source, self.inputs, self.places, result, self.name, self.outputs,
+                                      self.notes)
 
 
 def model_lists(models: list[dict], key: str) -> dict[str, list[str]]:
@@ -134,19 +146,25 @@ class OpForm(QWidget):
                 f = self.slots[slot["name"]] = SlotField(slot, self.documents)
                 layout.addRow(_label(slot["name"]), f.widget)
 
-        # label maps (role "labels"): the model's palette as swatches, snapping, live mode (swatches.py, labels.py)
+        # label maps (role "labels"): the model's palette as swatches, snapping (swatches.py, labels.py)
         self.label_slots = labels.label_slots(info)
         self.palettes = labels.op_palettes(info, models or []) if self.label_slots else {}
         self.palette_field = self.live = None
         if self.label_slots:
             self.palette_field = PaletteField(next(iter(self.palettes.values()), None))
             layout.addRow(self.palette_field)
-            if info.get("runs_in") == "engine":
-                self.live = QCheckBox("Live: run again when the label layer changes")
-                self.live.setObjectName("live")
-                self.live.setToolTip("watches the active layer while on; each change (after a pause in painting) "
-                                     "replaces the live result layer; one request at a time")
-                layout.addRow(self.live)
+        # live mode (live.py): engine ops whose source is a label map, or that take a layer the user paints hints on
+        self.live_slot = next((n for n, f in self.slots.items()
+                               if isinstance(f, SlotField) and f.info.get("role") in LIVE_ROLES), None)
+        if (self.label_slots or self.live_slot) and info.get("runs_in") == "engine":
+            watched = f"the {self.live_slot} layer" if self.live_slot else "the label layer"
+            self.live = QCheckBox(f"Live: run again when {watched} changes")
+            self.live.setObjectName("live")
+            self.live.setToolTip("watches the active layer" + (f" and the layer chosen for {self.live_slot}"
+                                                               if self.live_slot else "")
+                                 + " while on; each change (after a pause in painting) replaces the live result "
+                                 "layer; one request at a time")
+            layout.addRow(self.live)
 
         # options whose values the model lists (class names): an editable drop-down of the chosen model's list
         self.model_lists = {}
@@ -172,6 +190,7 @@ class OpForm(QWidget):
                 box = QCheckBox(f"{out['name']} ({PLACES.get(out.get('place', ''), 'as well')})")
                 box.setToolTip(out.get("help", ""))
                 box.setObjectName(f"output_{out['name']}")
+                box.setChecked(out.get("place") == "under")  # the layer under the source is what the op is for here
                 self.outputs[out["name"]] = box
                 layout.addRow("Also make" if len(self.outputs) == 1 else "", box)
 
@@ -286,10 +305,21 @@ class OpForm(QWidget):
             inputs, images, source = document.document_inputs(doc), {}, None
         for name in selection:
             images[name] = inputs.mask_image()
+        bounds = (inputs.x, inputs.y, inputs.width, inputs.height)
         for name, f in self.slots.items():
             if isinstance(f, SlotField):
                 f.combo.refresh(doc)
-                image = f.image(doc)
+                paired = bool(self.source) and f.info.get("same_size_as") == self.source  # pixel for pixel
+                layer = f.combo.layer()
+                if (paired or name == self.live_slot) and source is not None and layer is not None \
+                        and layer.uniqueId() == source.uniqueId():
+                    raise document.UnsupportedDocument(
+                        f"the active layer '{source.name()}' is the {name} image: select the {self._source_role()} "
+                        f"layer to send, or choose another layer for {name}")
+                image = f.image(doc, bounds if paired else None)
+                if paired and inputs.mask is not None and self.crops() and isinstance(image, document.RawImage):
+                    image = document.RawImage(document.clear_outside(image.data, inputs.mask), inputs.width,
+                                              inputs.height, 4, order="ORDER_BGR")  # as the source: only the selection
                 if image is None and f.required:
                     raise document.UnsupportedDocument(f"{self.op} needs {_article(name)} {name} image: pick a file or a layer")
                 if image is not None:
@@ -305,6 +335,22 @@ class OpForm(QWidget):
         return Request(self.op, images, options, wanted, inputs, source, self.layer_name(options),
                        list(self.info.get("outputs", [])), snapped)
 
+    def _source_role(self) -> str:
+        slot = next((s for s in self.info.get("images", []) if s["name"] == self.source), {})
+        role = slot.get("role", "image")
+        return {"image": "picture", "labels": "label", "lineart": "line-art"}.get(role, role)
+
+    def live_layers(self) -> list:
+        """The layers live mode watches besides the source: the layer chosen for the hints slot, if any.
+
+        Asked for at every tick: the drop-down is not refreshed here (it is when it opens), so a
+        user choosing a layer in it is not disturbed."""
+        f = self.slots.get(self.live_slot) if self.live_slot else None
+        if not isinstance(f, SlotField) or f.combo.is_file():
+            return []
+        layer = f.combo.layer()
+        return [layer] if layer is not None else []
+
     def describe(self) -> dict:
         """The form as its widgets show it: compare with the op's entry in Capabilities."""
         return {"op": self.op, "source": self.source,
@@ -313,7 +359,7 @@ class OpForm(QWidget):
                 "outputs": {name: {"label": box.text(), "help": box.toolTip(), "checked": box.isChecked()}
                             for name, box in self.outputs.items()},
                 "palette": self.palette_field.describe() if self.palette_field is not None else None,
-                "live": self.live is not None}
+                "live": self.live is not None, "live_slot": self.live_slot}
 
 
 def _label(name: str) -> str:

@@ -1,11 +1,13 @@
-"""Live mode: run an op again each time its label layer changes (GauGAN's paint-and-see loop).
+"""Live mode: run an op again each time the layers it reads change (GauGAN's paint-and-see loop).
 
-A :class:`LiveMode` watches one layer of one document. Every ``interval`` ms (a ``QTimer`` on
-Krita's main thread) it takes a checksum of the layer's pixels (CRC-32 of the BGRA bytes:
-under a millisecond for 512 x 512) and asks the docker to run once the pixels have changed
-since the last run **and** have stayed the same for one whole interval (a pause in
-painting: no request per dab while a stroke goes on). It never starts a request while one
-is in flight; the docker puts each live result in place of the previous one.
+A :class:`LiveMode` watches some layers of one document: the source (a label layer, line
+art) and, for an op that takes colour hints, the layer the user paints them on (asked for at
+every tick, so choosing another hints layer in the form is followed). Every ``interval`` ms
+(a ``QTimer`` on Krita's main thread) it takes a checksum of their pixels (CRC-32 of the
+BGRA bytes: under a millisecond for 512 x 512) and asks the docker to run once the pixels
+have changed since the last run **and** have stayed the same for one whole interval (a
+pause in painting: no request per dab while a stroke goes on). It never starts a request
+while one is in flight; the docker puts each live result in place of the previous one.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ INTERVAL_MS = 500
 
 
 class LiveMode(QObject):
-    """Watches ``node``'s pixels and calls ``run()`` after each settled change, while ``busy()`` is false."""
+    """Watches ``node``'s pixels (and those of ``more()``'s layers) and calls ``run()`` after each
+    settled change, while ``busy()`` is false."""
 
     def __init__(self, run: Callable[[], None], busy: Callable[[], bool], interval_ms: int = INTERVAL_MS, parent=None):
         super().__init__(parent)
         self.run = run
         self.busy = busy
         self.doc = self.node = None
+        self.more: Callable[[], list] = list  # the other layers to watch, asked for at each tick
         self.sent: int | None = None  # checksum of the pixels of the last run
         self.seen: int | None = None  # checksum at the last tick
         self.runs = 0
@@ -37,22 +41,40 @@ class LiveMode(QObject):
     def active(self) -> bool:
         return self.timer.isActive()
 
-    def start(self, doc, node) -> None:
-        """Watch ``node`` of ``doc``; its current pixels count as a change (the first run comes after one interval)."""
-        self.doc, self.node = doc, node
+    def start(self, doc, node, more: Callable[[], list] | None = None) -> None:
+        """Watch ``node`` of ``doc`` (the source) and the layers ``more()`` names; their current pixels
+        count as a change (the first run comes after one interval)."""
+        self.doc, self.node, self.more = doc, node, more or list
         self.sent = self.seen = None
         self.timer.start()
 
     def stop(self) -> None:
         self.timer.stop()
         self.doc = self.node = None
+        self.more = list
+
+    def watched(self) -> list:
+        """The layers watched now: the source first, then the others (each once)."""
+        nodes = [self.node]
+        try:
+            extra = self.more()
+        except (AttributeError, RuntimeError):  # the document is gone
+            extra = []
+        for n in extra:
+            if all(n.uniqueId() != m.uniqueId() for m in nodes):
+                nodes.append(n)
+        return nodes
 
     def checksum(self) -> int | None:
+        crc = 0
         try:
-            data = self.node.projectionPixelData(0, 0, self.doc.width(), self.doc.height())
+            w, h = self.doc.width(), self.doc.height()
+            for node in self.watched():
+                crc = zlib.crc32(bytes(node.uniqueId().toByteArray()), crc)  # another hints layer is a change too
+                crc = zlib.crc32(bytes(node.projectionPixelData(0, 0, w, h)), crc)
         except (AttributeError, RuntimeError):  # the layer or document is gone
             return None
-        return zlib.crc32(bytes(data))
+        return crc
 
     def tick(self) -> None:
         if self.node is None or self.busy():
