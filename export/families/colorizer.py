@@ -154,9 +154,9 @@ def style_model(name: str, config, dataset: str, generator: str, *, features: st
     ``features``/``weights`` choose the VGG-19 as :func:`impasto.train.models.vgg.vgg19_features`
     does (``"random"`` only for tests).
     """
-    from impasto.train.models.colorizer import build_style_encoder
+    from impasto.train.models.colorizer import build_style_encoder, vgg_tag
     from impasto.train.models.vgg import VGGWeightsMissing
-    from impasto.train.models.weights_io import require_shipped_colorize, shipped_colorize_path
+    from impasto.train.models.weights_io import read_colorize_metadata, require_shipped_colorize, shipped_colorize_path
 
     side, style_dim = config.style_side, config.style_dim
     metadata = {"kind": "colorize_style", "style_side": str(side), "style_dim": str(style_dim),
@@ -170,7 +170,12 @@ def style_model(name: str, config, dataset: str, generator: str, *, features: st
         except VGGWeightsMissing as e:  # the pipeline reports a missing file plainly, without blaming the checkpoint
             raise FileNotFoundError(str(e)) from None
         encoder.head.load_state_dict(head)
-        metadata.update(vgg=encoder.vgg.preprocessing if encoder.vgg.pretrained else "random")
+        tag, trained_on = vgg_tag(encoder.vgg), read_colorize_metadata(path)[1].get("vgg") or ""
+        if trained_on and trained_on != tag:
+            raise ValueError(f"model '{name}': the style head in {path} was trained on VGG-19 features '{trained_on}', "
+                             f"but the VGG-19 found here is '{tag}': point IMPASTO_VGG_WEIGHTS at the weights it was "
+                             "trained with (see docs/texture.md, VGG weights)")
+        metadata.update(vgg=tag)
         return StyleExport(encoder.float()).eval()
 
     def sample(batch: int, rng: torch.Generator) -> tuple[torch.Tensor, ...]:

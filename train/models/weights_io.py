@@ -343,13 +343,14 @@ COLORIZE_KIND = "colorize"
 
 
 def save_colorize(path: str | Path, generator: torch.nn.Module, style_head: torch.nn.Module, config, *,
-                  fp16: bool = True, metrics: dict | None = None, data: str = "") -> Path:
+                  fp16: bool = True, metrics: dict | None = None, data: str = "", vgg: str = "") -> Path:
     """Write a colouriser (:mod:`impasto.train.models.colorizer`): generator, style head, ``config``, ``data`` label.
 
     ``style_head`` is the style encoder's ``Linear(descriptor_dim, style_dim)`` (or the
     :class:`~impasto.train.models.colorizer.StyleEncoder` holding it: only its head is stored).
     The modules are left as they are (training can go on); floating tensors are stored in fp16
-    when ``fp16``. Returns ``path``.
+    when ``fp16``. ``vgg`` names the VGG-19 features the head was trained on
+    (:func:`~impasto.train.models.colorizer.vgg_tag`); the export refuses other ones. Returns ``path``.
     """
     head = getattr(style_head, "head", style_head)
     shape = (config.descriptor_dim, config.style_dim)
@@ -365,12 +366,13 @@ def save_colorize(path: str | Path, generator: torch.nn.Module, style_head: torc
         "config": json.dumps(config.to_dict()),
         "data": json.dumps(str(data)),
         "metrics": json.dumps(metrics or {}),
+        "vgg": json.dumps(str(vgg)),
     }
     return write_weights(path, state, meta, fp16=fp16)
 
 
 def read_colorize_metadata(path: str | Path):
-    """(config, metadata) of a colouriser file without loading its tensors (metadata: ``data``, ``metrics``)."""
+    """(config, metadata) of a colouriser file without loading its tensors (metadata: ``data``, ``metrics``, ``vgg``)."""
     from impasto.train.models.colorizer import ColorizeConfig
 
     path = Path(path)
@@ -379,7 +381,7 @@ def read_colorize_metadata(path: str | Path):
     meta = read_metadata(path)
     if meta.get("kind") != COLORIZE_KIND or "config" not in meta:
         raise ValueError(f"{path} is not an impasto colorize model file (its metadata has no kind/config)")
-    return ColorizeConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics")}
+    return ColorizeConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics", "vgg")}
 
 
 def load_colorize(path: str | Path, device: str | torch.device = "cpu"):
