@@ -61,7 +61,13 @@ def server(repo):
 
 @pytest.fixture(scope="module")
 def models(repo) -> list[str]:
-    return [n for n in list_models(repo) if n != "broken"]
+    """The served models, the stroke renderers first: the tests drive ``models[0]`` through its one ``params`` tensor."""
+    from impasto.export.repository import read_model
+
+    def renderer(name: str) -> bool:
+        return [t.name for t in read_model(repo, name).inputs] == ["params"]
+
+    return sorted((n for n in list_models(repo) if n != "broken"), key=lambda n: (not renderer(n), n))
 
 
 def http_client(server) -> thttp.InferenceServerClient:
@@ -191,7 +197,7 @@ def test_the_repository_index_names_every_model_and_why_one_failed(server, model
     g = grpc_client.get_model_repository_index()
     assert [(m.name, m.state, m.reason) for m in g.models] == [(m["name"], m["state"], m["reason"]) for m in index]
     status, _, ready_only = post(server, "/v2/repository/index", b'{"ready": true}')
-    assert status == 200 and [m["name"] for m in json.loads(ready_only)] == models
+    assert status == 200 and [m["name"] for m in json.loads(ready_only)] == sorted(models)
     with pytest.raises(thttp.InferenceServerException, match="broken.*failed to load.*no version folder"):
         http.get_model_metadata("broken")
 
