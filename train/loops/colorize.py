@@ -25,7 +25,6 @@ CUDA, exact resume, progress, sample grids, torchrun) is the shared loop's. Weig
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -278,13 +277,8 @@ class ColorizeTask(GANTask):
             self._evaluator = ColorizeEvaluator(self.val if self.val is not None else self.train,
                                                 style_side=self.model.style_side, features=self.cfg.features,
                                                 limit=EVAL_ITEMS, seed=self.cfg.seed, device=device)
-        metrics = self._evaluator(self.colorize_fn(g)).as_dict()
-        out = Path(self.cfg.out or f"runs/{self.name}")
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "guides": self.cfg.guides, "disc": self.cfg.disc,
-                                "hints": self.cfg.hints, **metrics}) + "\n")
-        log.info("%s step %d: %s", self.name, step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        return metrics
+        return self.record_metrics(self.cfg.out, step, self._evaluator(self.colorize_fn(g)).as_dict(),
+                                   guides=self.cfg.guides, disc=self.cfg.disc, hints=self.cfg.hints)
 
     def save_generator(self, g: nn.Module, folder: Path, metadata: dict[str, str]) -> Path:
         from impasto.train.models.colorizer import vgg_tag

@@ -145,6 +145,15 @@ class GANTask(ABC):
         """Metrics of the EMA generator at ``step`` (rank 0, after each grid); none by default."""
         return {}
 
+    def record_metrics(self, out: str, step: int, metrics: dict[str, float], **tags: Any) -> dict[str, float]:
+        """Append ``{"step", **tags, **metrics}`` as a line of ``OUT/metrics.jsonl`` (``out`` or runs/NAME), log the
+        metrics, and return them: what each family's :meth:`evaluate` does with its scores."""
+        folder = Path(out or f"runs/{self.name}")
+        with open(folder / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **tags, **metrics}) + "\n")
+        log.info("%s step %d: %s", self.name, step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
     def save_generator(self, g: nn.Module, folder: Path, metadata: dict[str, str]) -> Path:
         """Write the EMA generator for inference; by default its state dict as safetensors."""
         from safetensors.torch import save_file

@@ -14,7 +14,6 @@ table, ready for ``impasto export semantic_landscape --checkpoint FILE``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -200,12 +199,7 @@ class SemanticTask(GANTask):
             self._evaluator = SemanticEvaluator(self.val if self.val is not None else self.train, self.cfg.segmenter,
                                                 features=features, limit=EVAL_ITEMS, seed=self.cfg.seed, device=device)
         scores = self._evaluator(g)
-        metrics = scores.as_dict()
-        out = Path(self.cfg.out or f"runs/{self.name}")
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "arch": self.cfg.arch, "n": scores.n, **metrics}) + "\n")
-        log.info("%s step %d: %s", self.name, step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        return metrics
+        return self.record_metrics(self.cfg.out, step, scores.as_dict(), arch=self.cfg.arch, n=scores.n)
 
     def save_generator(self, g: nn.Module, folder: Path, metadata: dict[str, str]) -> Path:
         from impasto.train.models.weights_io import save_semantic

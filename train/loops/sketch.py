@@ -19,7 +19,6 @@ with the class names, ready for ``impasto export sketch_demo --checkpoint FILE``
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -192,12 +191,7 @@ class SketchTask(GANTask):
             features = "vgg19" if self.cfg.features == "vgg19" else "random"
             self._evaluator = SketchEvaluator(self.val if self.val is not None else self.train, features=features,
                                               limit=EVAL_ITEMS, seed=self.cfg.seed, device=device)
-        metrics = self._evaluator(g).as_dict()
-        out = Path(self.cfg.out or f"runs/{self.name}")
-        with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": step, "arch": self.cfg.arch, **metrics}) + "\n")
-        log.info("%s step %d: %s", self.name, step, " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        return metrics
+        return self.record_metrics(self.cfg.out, step, self._evaluator(g).as_dict(), arch=self.cfg.arch)
 
     def save_generator(self, g: nn.Module, folder: Path, metadata: dict[str, str]) -> Path:
         from impasto.train.models.weights_io import save_sketch
