@@ -190,21 +190,31 @@ def load_semantic_encoder(path: str | Path, device: str | torch.device = "cpu") 
     return _load_part(tensors, "encoder.", style_encoder(config), path).to(device)
 
 
+def _shipped_path(family: str, dataset: str) -> Path:
+    """Where the package keeps the demo weights of ``family`` trained on ``dataset``."""
+    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"{family}_{dataset}.safetensors")))
+
+
+def _require_shipped(family: str, dataset: str, also: str = "") -> Path:
+    """:func:`_shipped_path`, or FileNotFoundError saying how to make the weights (``also``: more models to export)."""
+    path = _shipped_path(family, dataset)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {family} demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
+            f"`impasto data build {family}`, train with `impasto train {family}`, then export the result with "
+            f"`impasto export {family}_{dataset} --checkpoint FILE.safetensors`{also}"
+        )
+    return path
+
+
 def shipped_semantic_path(dataset: str = "landscape") -> Path:
     """Where the package keeps the demo semantic model trained on ``dataset``."""
-    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"semantic_{dataset}.safetensors")))
+    return _shipped_path("semantic", dataset)
 
 
 def require_shipped_semantic(dataset: str = "landscape") -> Path:
     """The shipped semantic weights for ``dataset``, or FileNotFoundError saying how to make them."""
-    path = shipped_semantic_path(dataset)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no semantic demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
-            f"`impasto data build semantic`, train with `impasto train semantic`, then export the result with "
-            f"`impasto export semantic_{dataset} --checkpoint FILE.safetensors`"
-        )
-    return path
+    return _require_shipped("semantic", dataset)
 
 
 # -- the evaluation segmenter -----------------------------------------------------------------------
@@ -319,19 +329,12 @@ def load_sketch(path: str | Path, device: str | torch.device = "cpu"):
 
 def shipped_sketch_path(dataset: str = "demo") -> Path:
     """Where the package keeps the demo sketch model trained on ``dataset``."""
-    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"sketch_{dataset}.safetensors")))
+    return _shipped_path("sketch", dataset)
 
 
 def require_shipped_sketch(dataset: str = "demo") -> Path:
     """The shipped sketch weights for ``dataset``, or FileNotFoundError saying how to make them."""
-    path = shipped_sketch_path(dataset)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no sketch demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
-            f"`impasto data build sketch`, train with `impasto train sketch`, then export the result with "
-            f"`impasto export sketch_{dataset} --checkpoint FILE.safetensors`"
-        )
-    return path
+    return _require_shipped("sketch", dataset)
 
 
 # -- line-art colourisation (style2paints v1) -------------------------------------------------------
@@ -405,16 +408,9 @@ def load_colorize(path: str | Path, device: str | torch.device = "cpu"):
 
 def shipped_colorize_path(dataset: str = "demo") -> Path:
     """Where the package keeps the demo colouriser trained on ``dataset``."""
-    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"colorize_{dataset}.safetensors")))
+    return _shipped_path("colorize", dataset)
 
 
 def require_shipped_colorize(dataset: str = "demo") -> Path:
     """The shipped colorize weights for ``dataset``, or FileNotFoundError saying how to make them."""
-    path = shipped_colorize_path(dataset)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no colorize demo weights for '{dataset}' are shipped yet ({path} is missing): build the data with "
-            f"`impasto data build colorize`, train with `impasto train colorize`, then export the result with "
-            f"`impasto export colorize_{dataset} --checkpoint FILE.safetensors` (and colorize_{dataset}_style)"
-        )
-    return path
+    return _require_shipped("colorize", dataset, f" (and colorize_{dataset}_style)")
