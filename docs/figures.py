@@ -285,8 +285,49 @@ def colorize_figure(side: int = 256, weights: str | None = None) -> Path:
     return save_image(_stack(rows), IMG / "colorize.png")
 
 
+def warp_figure(side: int = 256, weights: str | None = None, style_iterations: int = 100) -> Path:
+    """The warp op on scikit-image's bundled photos (torch in-process as its backend): a synthetic exemplar (a
+    known thin-plate-spline warp of the content) and a real one, each warped, then styled."""
+    from skimage import data as samples
+
+    from impasto.export.families.warper import WarpExport
+    from impasto.runtime.ops.registry import RunContext
+    from impasto.runtime.ops.warp import WarpOptions, _run
+    from impasto.train.data.warps import sample_flow
+    from impasto.train.models.warper import Warper, build_features, warp_image
+    from impasto.train.models.weights_io import load_warp, require_shipped_warp
+
+    estimator, config = load_warp(weights or require_shipped_warp("demo"))
+    model = WarpExport(Warper(build_features(config), estimator)).eval()
+    parameters = {"impasto.kind": "warp", "impasto.side": str(config.side), "impasto.grid": str(config.grid),
+                  "impasto.max_shift": str(config.max_shift)}
+
+    @torch.inference_mode()
+    def infer(name: str, arrays: dict) -> dict:
+        return {"flow": model(torch.from_numpy(arrays["content"]), torch.from_numpy(arrays["exemplar"])).numpy()}
+
+    ctx = RunContext(infer=infer, model_parameters=lambda name: parameters)
+
+    def photo(array: np.ndarray) -> torch.Tensor:
+        h, w = array.shape[:2]
+        crop = array[(h - min(h, w)) // 2:][:min(h, w), (w - min(h, w)) // 2:][:, :min(h, w)]
+        return resize(from_uint8(crop[..., :3]), side, side)
+
+    cat, astronaut, coffee = photo(samples.chelsea()), photo(samples.astronaut()), photo(samples.coffee())
+    known = torch.from_numpy(sample_flow(np.random.default_rng(3), side, kind="tps", max_shift=config.max_shift))
+    exemplar = warp_image(cat[None], known[None])[0]
+    options = WarpOptions(style_iterations=style_iterations)
+    rows = []
+    for content, geometry, texture in ((cat, exemplar, coffee), (astronaut, coffee, cat)):
+        styled = _run(ctx, {"content": content, "geometry": geometry, "style": texture}, options, {"warped"})
+        rows.append(_row([content, geometry, styled.values["warped"], resize(texture, side, side),
+                          styled.values["image"]]))
+    return save_image(_stack(rows), IMG / "warp.png")
+
+
 FIGURES = {"brushes": brushes_figure, "renderers": renderer_figure, "texture_vgg": texture_vgg_figure,
-           "semantic": semantic_figure, "sketch": sketch_figure, "colorize": colorize_figure}
+           "semantic": semantic_figure, "sketch": sketch_figure, "colorize": colorize_figure,
+           "warp": warp_figure}
 
 if __name__ == "__main__":
     IMG.mkdir(exist_ok=True)

@@ -225,6 +225,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
+NO_ALPHA = ("JPEG", "BMP", "PPM")  # formats PIL writes without an alpha channel
+
+
 def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     """Write ``image`` to ``path`` (format from the suffix); never leaves a half-written file."""
     path = Path(path)
@@ -232,6 +235,10 @@ def save_image(image: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"cannot write '{path.name}': unknown image type '{path.suffix}' (use .png or .jpg)")
+    picture = Image.fromarray(array)
+    if picture.mode in ("RGBA", "LA") and fmt in NO_ALPHA:  # a transparent layer saved as JPEG: on white, as shown
+        white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+        picture = Image.alpha_composite(white, picture.convert("RGBA")).convert("RGB")
     with atomic_output(path) as f:
-        Image.fromarray(array).save(f, format=fmt)
+        picture.save(f, format=fmt)
     return path

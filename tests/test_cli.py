@@ -31,7 +31,7 @@ TOOLS = {
     "demo": ("-o", "--strokes", "--seed", "--json"),
     "brushes": ("--json",),
     "render": ("-o", "--size", "--canvas", "--json"),
-    "export": ("--all", "--repo", "--checkpoint", "--opset", "--no-fp16", "--allow-unsupported", "--model-version",
+    "export": ("--all", "--skip", "--repo", "--checkpoint", "--opset", "--no-fp16", "--allow-unsupported", "--model-version",
                "--seed", "--json"),
     "build-engine": ("--all", "--repo", "--precision", "--workspace", "--force", "--json"),
     "infer": ("--repo", "--input", "-o", "--backend", "--precision", "--json"),

@@ -29,7 +29,7 @@ from impasto.runtime.backends import InferenceInputError, load_backend
 from impasto.train.brushes import BRUSHES
 
 RENDERERS = [f"renderer_{b}" for b in BRUSHES]
-SHIPPED = [*RENDERERS, "semantic_landscape", "sketch_demo", "colorize_demo", "colorize_demo_style"]  # what `export --all` exports: every model whose weights ship
+SHIPPED = [*RENDERERS, "semantic_landscape", "sketch_demo", "colorize_demo", "colorize_demo_style", "warp_demo"]  # what `export --all` exports: every model whose weights ship
 
 
 def impasto(*args: str) -> subprocess.CompletedProcess:
@@ -118,6 +118,10 @@ def test_bad_model_names_files_and_checkpoints_get_clear_errors(repo, tmp_path):
         assert run.returncode == 2 and "is not allowed" in run.stderr, run.stderr
     run = impasto("export", "renderer_nope", "--repo", str(tmp_path / "r"))
     assert run.returncode == 2 and "unknown model 'renderer_nope'" in run.stderr
+    run = impasto("export", "--all", "--skip", "renderer_nope", "--repo", str(tmp_path / "r"))
+    assert run.returncode == 2 and "--skip renderer_nope: not a shipped model" in run.stderr
+    run = impasto("export", "renderer_oil", "--skip", "renderer_tape", "--repo", str(tmp_path / "r"))
+    assert run.returncode == 2 and "--skip applies to --all" in run.stderr
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
     run = impasto("export", "renderer_oil", "--checkpoint", str(corrupt), "--repo", str(tmp_path / "r"))

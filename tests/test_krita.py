@@ -244,6 +244,7 @@ def assert_forms_agree(forms: dict, capabilities: dict) -> None:
         source = next((s for s in required if s.get("role", "image") == "image"), required[0] if required else None)
         assert form["source"] == (source["name"] if source else None), op["name"]
         want_images = {}
+        files = {o["name"] for o in op.get("outputs", []) if o.get("kind") == "file"}
         for slot in slots:
             if slot is source:
                 continue
@@ -251,6 +252,8 @@ def assert_forms_agree(forms: dict, capabilities: dict) -> None:
             entry = {"role": role, "required": needed, "help": slot.get("help", "")}
             if role == "mask":
                 entry["widget"] = "selection"
+            elif role in files:  # takes back a file the op gives (warp's apply: its flow .npz)
+                entry.update(widget="file", items=["none", f"{role} file..."], takes=role)
             else:
                 entry.update(widget="choice", items=([] if needed else ["none"]) + ["image file..."])
             want_images[slot["name"]] = entry

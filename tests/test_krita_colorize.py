@@ -177,6 +177,7 @@ class Probe(Extension):
         w = h = 256
         doc = k.createDocument(w, h, "lines", "RGBA", "U8", "", 72.0)
         window.addView(doc)
+        yield 500  # let the new view's canvas make its OpenGL context before its layers change (a Krita 5.1 crash)
         reference = self.layer(doc, "reference", png_pixels(PARAMS["reference"], w, h))
         reference.setVisible(False)
         drawn = line_art(w, h)
@@ -312,6 +313,7 @@ class Probe(Extension):
         for side in PARAMS["sides"]:
             timed = k.createDocument(side, side, f"timed {side}", "RGBA", "U8", "", 72.0)
             window.addView(timed)  # the active document: the form's layer choices are its layers
+            yield 500  # its canvas's OpenGL context first (see above)
             art = self.layer(timed, "lineart", line_art(side, side))
             dots = self.layer(timed, "hints", disc(bytes(4 * side * side), side, side // 4, side // 4, 6, b"\x20\x20\xf0\xff"))
             form.set("hints", dots)

@@ -84,8 +84,8 @@ def _expected_info(spec) -> dict:
     return {
         "options": [(o.name, o.type_name, str(o.default), list(o.choice_list), o.min or 0.0, o.max or 0.0, o.help)
                     for o in spec.option_specs()],
-        "images": [(s.name, s.role, s.required, s.same_size_as or "", s.together_with or "", s.min_side)
-                   for s in spec.images],
+        "images": [(s.name, s.role, s.required and s.unless is None, s.same_size_as or "", s.together_with or "",
+                    s.min_side, s.unless or "") for s in spec.images],
         "outputs": [(o.name, o.kind, o.filename, o.mime, o.on_request, o.place) for o in spec.outputs],
         "runs_in": spec.runs_in,
     }
@@ -95,14 +95,15 @@ def test_capabilities_over_grpc_and_http_describe_every_op_as_its_definition(ser
     with StudioClient(server.grpc) as client:
         caps = client.capabilities()
     http = json.loads(urllib.request.urlopen(server.http + "/v1/capabilities").read())
-    assert list_ops() == ["colorize", "paint", "semantic", "sketch", "sketchify", "stylize", "texture", "tint"]
+    assert list_ops() == ["colorize", "paint", "semantic", "sketch", "sketchify", "stylize", "texture", "tint", "warp"]
     assert sorted(op.name for op in caps.ops if op.job) == list_ops()
     for name in list_ops():
         spec = get_op(name)
         info = next(op for op in caps.ops if op.name == name)
         got = {
             "options": [(o.name, o.type, o.default, list(o.choices), o.min, o.max, o.help) for o in info.options],
-            "images": [(s.name, s.role, s.required, s.same_size_as, s.together_with, s.min_side) for s in info.images],
+            "images": [(s.name, s.role, s.required, s.same_size_as, s.together_with, s.min_side, s.unless)
+                       for s in info.images],
             "outputs": [(o.name, o.kind, o.filename, o.mime, o.on_request, o.place) for o in info.outputs],
             "runs_in": info.runs_in,
         }

@@ -7,7 +7,6 @@ into a temporary model repository, and run by ``impasto semantic`` on ONNX Runti
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys

@@ -6,7 +6,8 @@ and :class:`~impasto.runtime.ops.registry.OpOutcome`, and describes ops for Capa
 all from the op definitions (it never imports an op's module). A field that cannot be used
 raises :class:`WireError` naming the field and the limit (``INVALID_ARGUMENT``). Images
 arrive encoded (PNG, JPEG, WebP: checked from the header, decoded upright) or raw (u8/f16/f32,
-RGB or BGR order, sRGB or linear, top-down or bottom-up rows) and leave as PNG.
+RGB or BGR order, sRGB or linear, top-down or bottom-up rows) and leave as PNG. A slot of role
+``flow`` takes a file, not pixels: the ``.npz`` bytes of a warp field in ``encoded``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from google.protobuf import json_format
 
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.errors import InvalidArgument
+from impasto.runtime.formats.flow import flow_shape, read_flow
 from impasto.runtime.formats.jsontext import MAX_DEPTH, json_depth
 from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, encode_png, image_size, pixel_limit
 from impasto.runtime.ops.registry import RGBA_ROLES, OpOutcome, OpSpec
@@ -144,14 +146,25 @@ def png_image(image: torch.Tensor) -> pb.Image:
 
 @dataclass(frozen=True)
 class WireImage:
-    """An Image message as an op's image source: sized from its header, decoded for its slot's role."""
+    """An Image message as an op's image source: sized from its header, decoded for its slot's role.
+
+    A ``flow`` slot's file comes as the message's ``encoded`` bytes (a raw tensor is refused)."""
 
     msg: pb.Image
 
-    def dims(self, label: str, max_side: int) -> tuple[int, int]:
+    def dims(self, label: str, max_side: int, role: str = "image") -> tuple[int, int]:
+        if role == "flow":
+            return flow_shape(self._file(label), label, max_side)
         return image_dims(self.msg, label, max_side)
 
+    def _file(self, label: str) -> bytes:
+        if _kind(self.msg, label) != "encoded":
+            raise WireError(f"{label}: a flow file goes as the bytes of the .npz in 'encoded', not as a raw image")
+        return self.msg.encoded
+
     def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
+        if role == "flow":
+            return torch.from_numpy(read_flow(self._file(label), label, max_side))
         if role == "mask":
             return mask_to_tensor(self.msg, label, max_side)
         if role in RGBA_ROLES:
@@ -208,11 +221,15 @@ def option_infos(spec: OpSpec) -> list[pb.OptionInfo]:
 
 
 def op_info(spec: OpSpec) -> pb.OpInfo:
+    """An op's Capabilities entry. A slot another can stand in for (``ImageSlot.unless``: warp's geometry, or a flow
+    file to apply) is not always needed, so it reads as optional; the op says what is missing when neither comes."""
     return pb.OpInfo(
         name=spec.name, help=spec.help, description=spec.description, options=option_infos(spec), job=True,
         runs_in=spec.runs_in, models=list(spec.models),
-        images=[pb.ImageSlotInfo(name=s.name, role=s.role, required=s.required, same_size_as=s.same_size_as or "",
-                                 together_with=s.together_with or "", min_side=s.min_side, help=s.help)
+        images=[pb.ImageSlotInfo(name=s.name, role=s.role, required=s.required and s.unless is None,
+                                 same_size_as=s.same_size_as or "",
+                                 together_with=s.together_with or "", min_side=s.min_side, help=s.help,
+                                 unless=s.unless or "")
                 for s in spec.images],
         outputs=[pb.OutputInfo(name=o.name, kind=o.kind, filename=o.filename, mime=o.mime, on_request=o.on_request,
                                place=o.place, help=o.help, series=o.series) for o in spec.outputs],

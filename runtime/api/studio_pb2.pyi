@@ -432,7 +432,7 @@ class OptionInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., default: _Optional[str] = ..., choices: _Optional[_Iterable[str]] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., help: _Optional[str] = ...) -> None: ...
 
 class ImageSlotInfo(_message.Message):
-    __slots__ = ("name", "role", "required", "same_size_as", "together_with", "min_side", "help")
+    __slots__ = ("name", "role", "required", "same_size_as", "together_with", "min_side", "help", "unless")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +440,7 @@ class ImageSlotInfo(_message.Message):
     TOGETHER_WITH_FIELD_NUMBER: _ClassVar[int]
     MIN_SIDE_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
+    UNLESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     role: str
     required: bool
@@ -447,7 +448,8 @@ class ImageSlotInfo(_message.Message):
     together_with: str
     min_side: int
     help: str
-    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: bool = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ...) -> None: ...
+    unless: str
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[str] = ..., required: bool = ..., same_size_as: _Optional[str] = ..., together_with: _Optional[str] = ..., min_side: _Optional[int] = ..., help: _Optional[str] = ..., unless: _Optional[str] = ...) -> None: ...
 
 class OutputInfo(_message.Message):
     __slots__ = ("name", "kind", "filename", "mime", "on_request", "place", "help", "series")

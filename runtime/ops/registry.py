@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -35,12 +35,15 @@ log = logging.getLogger(__name__)
 
 BUILTIN = ("impasto.runtime.ops.paint_op", "impasto.runtime.ops.texture", "impasto.runtime.ops.stylize",
            "impasto.runtime.ops.semantic", "impasto.runtime.ops.sketchify", "impasto.runtime.ops.sketch",
-           "impasto.runtime.ops.colorize")
-ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints")
+           "impasto.runtime.ops.colorize", "impasto.runtime.ops.warp")
+# "flow": not pixels but the bytes of a warp field file (.npz, impasto.runtime.formats.flow), decoded as (2, h, w)
+ROLES = ("image", "mask", "labels", "style", "sketch", "lineart", "hints", "flow")
 KINDS = ("image", "text", "file")  # a tensor (sent as PNG), a string, bytes of a file
 PLACES = ("layer", "under", "texture", "vector", "file")  # where an add-on puts an output (see Output.place)
-# roles decoded with their alpha, (4, H, W) RGBA: colour hints, and sketches and line art (strokes on a transparent layer)
-RGBA_ROLES = ("hints", "sketch", "lineart")
+ALPHA = "rgba"  # how a slot with ``alpha=True`` is decoded (ImageSource.decode's role), whatever its role
+# decoded with their alpha, (4, H, W) RGBA: colour hints, sketches and line art (strokes on a transparent layer), and
+# the slots that keep their alpha (ALPHA)
+RGBA_ROLES = ("hints", "sketch", "lineart", ALPHA)
 
 
 class UnknownOpError(NotFound):
@@ -52,19 +55,42 @@ class UnknownOpError(NotFound):
 
 @dataclass(frozen=True)
 class ImageSlot:
-    """One image an op takes. Required slots are positional on the command line, in order."""
+    """One image an op takes. Required slots are positional on the command line, in order.
+
+    ``unless`` names another (optional) slot that stands in for this required one: the request
+    gives one of the two, never both (``warp``: a geometry exemplar, or ``apply``, a flow file
+    to apply again). On the command line such a slot is a positional that may be left out.
+    ``alpha`` keeps a picture's transparency: it is decoded as (4, H, W) RGBA (:data:`ALPHA`)
+    whatever its role (a layer an op moves, whose transparent parts must stay transparent).
+    """
 
     name: str
     help: str
-    role: str = "image"  # how it is decoded: mask -> (1, H, W) grey; RGBA_ROLES -> (4, H, W) RGBA; else (3, H, W)
+    role: str = "image"  # how it is decoded: mask -> (1, H, W) grey; RGBA_ROLES -> (4, H, W) RGBA; flow -> (2, h, w);
+    # else (3, H, W)
     required: bool = True
     same_size_as: str | None = None  # another slot this one must match in size
     together_with: str | None = None  # a slot that must be given with this one (label map pairs)
     min_side: int = 1  # px, smaller images are refused
+    unless: str | None = None  # an optional slot given instead of this required one (see the class docstring)
+    alpha: bool = False  # decoded with its alpha, (4, H, W) RGBA, whatever the role
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"image slot '{self.name}': role must be one of {', '.join(ROLES)}")
+        if self.unless is not None and (not self.required or self.unless == self.name):
+            raise ValueError(f"image slot '{self.name}': unless names another slot, and only a required slot has one")
+        if self.alpha and self.role in ("mask", "flow"):
+            raise ValueError(f"image slot '{self.name}': a {self.role} has no alpha to keep")
+
+    @property
+    def decode_role(self) -> str:
+        """The role its pixels are decoded for (ImageSource.decode): :data:`ALPHA` for a slot keeping its alpha."""
+        return ALPHA if self.alpha and self.role not in RGBA_ROLES else self.role
+
+    def missing_from(self, given: Collection[str]) -> bool:
+        """Whether a request that gives the slots ``given`` lacks this one (required, and its ``unless`` not given)."""
+        return self.required and self.name not in given and not (self.unless is not None and self.unless in given)
 
     @property
     def cli_flag(self) -> str:
@@ -158,6 +184,11 @@ class RunContext:
     arrays)`` runs a feed-forward model on the engine (the server's batcher, or a local
     backend). ``cache`` lives as long as the worker (a batch runner keeps feature networks there;
     a server's engine jobs share one, from threads side by side: an op guards its own entries).
+
+    An op runs another registered op with :meth:`run_op` (``warp --style``: the warp, then
+    ``stylize`` on it). By default that runs here, in this process, with this context; a runtime
+    that runs the other op elsewhere sets ``chain``, a callable with :meth:`run_op`'s signature
+    (the server: the sidecar, ``impasto.runtime.server.chain``).
     """
 
     device: str = "cpu"
@@ -168,6 +199,23 @@ class RunContext:
     cache: dict = field(default_factory=dict)
     # a repository model's config parameters ("impasto.labels", "impasto.stride", ...), where infer runs
     model_parameters: Callable[[str], dict[str, str]] | None = None
+    # chain(name, images, options) -> OpOutcome: where run_op runs another op (None: in this process)
+    chain: Callable[[str, dict[str, Any], dict[str, Any]], OpOutcome] | None = None
+
+    def run_op(self, name: str, images: dict[str, Any], options: dict[str, Any]) -> OpOutcome:
+        """Run the registered op ``name`` on ``images`` (slot -> (C, H, W) float tensor in [0, 1], laid out as the
+        slot's role decodes: RGB, RGBA, a (1, H, W) mask) with user ``options`` (JSON values by option name; unset
+        ones take their defaults); returns its outcome, with ``seconds`` in its numbers.
+
+        Through ``chain`` when it is set; otherwise here, with this context (its device, cache and progress), after
+        the op's every rule (:func:`impasto.runtime.ops.request.run_tensors`: errors name the fields as
+        ``NAME.options.X`` / ``NAME.images.X``). The op's optional outputs are not asked for.
+        """
+        if self.chain is not None:
+            return self.chain(name, images, options)
+        from impasto.runtime.ops.request import run_tensors  # request.py imports this module
+
+        return run_tensors(get_op(name), images, options, self)
 
     def report(self, level: int, levels: int, step: int, total: int, loss: float, preview: Callable[[], Any]) -> None:
         if self.progress is not None:
@@ -206,6 +254,10 @@ class OpSpec:
         for what, names in (("image slot", [s.name for s in self.images]), ("output", [o.name for o in self.outputs])):
             if len(set(names)) != len(names):
                 raise ValueError(f"op '{self.name}': {what} names must be unique")
+        optional = {s.name for s in self.images if not s.required}
+        for slot in self.images:
+            if slot.unless is not None and slot.unless not in optional:
+                raise ValueError(f"op '{self.name}': slot '{slot.name}' unless '{slot.unless}': name an optional slot")
 
     def option_specs(self) -> list[OptionSpec]:
         return options_of(self.options)

@@ -5,8 +5,12 @@ slot, option values and the optional outputs wanted. Images are :class:`ImageSou
 which can say their size from a header (so a server checks a request without decoding
 pixels) and decode themselves as their slot's role needs. Files on disk
 (:class:`FileImage`) and wire images (``impasto.runtime.api.convert.WireImage``) are the
-two kinds. :func:`prepare` applies every rule of the op's definition, and :func:`run_op`
-runs it; the CLI, the sidecar, the server's engine path and batch all call these two.
+two kinds; an op running another in this process (``RunContext.run_op``) hands over tensors
+(:class:`TensorImage`, :func:`run_tensors`). A slot of role ``flow`` takes a file instead of
+pixels (a warp field, :mod:`impasto.runtime.formats.flow`): the same sources carry its bytes,
+and measure and decode it by its role. :func:`prepare` applies every rule of the op's
+definition, and :func:`run_op` runs it; the CLI, the sidecar, the server's engine path and
+batch all call these two.
 """
 
 from __future__ import annotations
@@ -20,17 +24,19 @@ from typing import Any, Protocol
 import torch
 
 from impasto.runtime.errors import InvalidArgument
+from impasto.runtime.formats.flow import flow_shape, read_flow
 from impasto.runtime.images import ImageInputError, decode_image, decode_rgba, image_size, load_example
 from impasto.runtime.ops.registry import RGBA_ROLES, OpOutcome, OpSpec, RunContext
 from impasto.train.options import read_options
 
 
 class ImageSource(Protocol):
-    def dims(self, label: str, max_side: int) -> tuple[int, int]:
-        """(H, W) from the header alone; raises an InvalidArgument error naming ``label``."""
+    def dims(self, label: str, max_side: int, role: str = "image") -> tuple[int, int]:
+        """(H, W) from the header alone (a flow: its cells); raises an InvalidArgument error naming ``label``."""
 
     def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
-        """The pixels as the role needs them: mask (1, H, W), RGBA_ROLES (4, H, W), else (3, H, W) in [0, 1]."""
+        """The pixels as the role needs them: mask (1, H, W), RGBA_ROLES (4, H, W), flow (2, h, w), else (3, H, W)
+        in [0, 1]."""
 
 
 @dataclass(frozen=True)
@@ -47,29 +53,71 @@ class FileImage:
             raise ImageInputError(f"{label} '{self.path}' does not exist")
         return p.read_bytes()
 
-    def dims(self, label: str, max_side: int) -> tuple[int, int]:
+    def dims(self, label: str, max_side: int, role: str = "image") -> tuple[int, int]:
         if self.path.startswith("example:"):
+            if role == "flow":
+                raise InvalidArgument(f"{label} '{self.path}' is a sample photo; it takes a flow file (.npz)")
             return tuple(load_example(self.path.split(":", 1)[1]).shape[1:])  # type: ignore[return-value]
+        if role == "flow":
+            return flow_shape(self._bytes(label), f"{label} '{self.path}'", max_side)
         w, h = image_size(self._bytes(label), max_side=max_side, what=f"{label} '{self.path}'")
         return h, w
 
     def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
         if self.path.startswith("example:"):
+            if role == "flow":
+                raise InvalidArgument(f"{label} '{self.path}' is a sample photo; it takes a flow file (.npz)")
             return by_role(load_example(self.path.split(":", 1)[1]), role)
         data = self._bytes(label)
         what = f"{label} '{self.path}'"
+        if role == "flow":
+            return torch.from_numpy(read_flow(data, what, max_side))
         if role in RGBA_ROLES:
             return decode_rgba(data, max_side=max_side, what=what)
         return by_role(decode_image(data, max_side=max_side, what=what), role)
 
 
 def by_role(rgb: torch.Tensor, role: str) -> torch.Tensor:
-    """A decoded (3, H, W) image as its slot's role needs it (a mask is the mean of RGB)."""
+    """A decoded (3, H, W) image as its slot's role needs it (a mask is the mean of RGB; RGBA: opaque)."""
     if role == "mask":
         return rgb.mean(0, keepdim=True)
     if role in RGBA_ROLES:
         return torch.cat([rgb, torch.ones_like(rgb[:1])])
     return rgb
+
+
+@dataclass(frozen=True)
+class TensorImage:
+    """A tensor already decoded, (C, H, W) in [0, 1] (a flow: (2, h, w)), as an op's image source: what an op
+    hands to another in this process (:meth:`RunContext.run_op`). It is converted to the slot's role as a file
+    would be: RGBA composited on white for an RGB role, opaque alpha added for an RGBA one, the mean for a mask."""
+
+    tensor: torch.Tensor
+
+    def dims(self, label: str, max_side: int, role: str = "image") -> tuple[int, int]:
+        t = self.tensor
+        channels = (2,) if role == "flow" else (1, 3, 4)
+        if t.dim() != 3 or t.shape[0] not in channels:
+            raise InvalidArgument(f"{label}: a tensor of shape {tuple(t.shape)}; give (C, H, W) with C in "
+                                  f"{', '.join(map(str, channels))}")
+        h, w = int(t.shape[1]), int(t.shape[2])
+        if max(h, w) > max_side:
+            raise InvalidArgument(f"{label} is {w}x{h}; the limit is {max_side} px a side")
+        return h, w
+
+    def decode(self, role: str, label: str, max_side: int) -> torch.Tensor:
+        self.dims(label, max_side, role)
+        t = self.tensor.detach().float()
+        if role == "flow":
+            return t
+        t = t.clamp(0, 1)
+        if t.shape[0] == 1:
+            t = t.expand(3, -1, -1)
+        if t.shape[0] == 4 and role not in RGBA_ROLES:
+            t = t[:3] * t[3:] + (1 - t[3:])
+        if t.shape[0] == 4:
+            return t
+        return by_role(t.contiguous(), role)
 
 
 @dataclass
@@ -101,7 +149,8 @@ def prepare(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = 
     name the field and the limit.
     """
     slots = {s.name: s for s in spec.images}
-    unknown = sorted(set(request.images) - set(slots))
+    given = set(request.images)
+    unknown = sorted(given - set(slots))
     if unknown:
         raise InvalidArgument(f"{labels.image(unknown[0])}: {spec.name} takes no such image "
                               f"(images: {', '.join(slots)})")
@@ -114,10 +163,15 @@ def prepare(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = 
         label = labels.image(slot.name)
         source = request.images.get(slot.name)
         if source is None:
-            if slot.required:
+            if slot.missing_from(given):
+                if slot.unless is not None:
+                    raise InvalidArgument(f"{label}: give {slot.help}, or {labels.image(slot.unless)}: "
+                                          f"{slots[slot.unless].help}")
                 raise InvalidArgument(f"{label}: {spec.name} needs this image ({slot.help})")
             continue
-        h, w = dims[slot.name] = source.dims(label, ctx.max_side)
+        if slot.unless is not None and slot.unless in given:
+            raise InvalidArgument(f"{label} and {labels.image(slot.unless)}: give one of them, not both")
+        h, w = dims[slot.name] = source.dims(label, ctx.max_side, slot.role)
         if min(h, w) < slot.min_side:
             raise InvalidArgument(f"{label} is {w}x{h}; {spec.name} needs at least {slot.min_side} px a side")
     for slot in spec.images:
@@ -143,7 +197,7 @@ def decode_images(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Lab
     images = {}
     for slot in spec.images:
         if slot.name in request.images:
-            t = request.images[slot.name].decode(slot.role, labels.image(slot.name), ctx.max_side)
+            t = request.images[slot.name].decode(slot.decode_role, labels.image(slot.name), ctx.max_side)
             if not torch.isfinite(t).all():
                 raise InvalidArgument(f"{labels.image(slot.name)} contains NaN or infinite values")
             images[slot.name] = t
@@ -158,6 +212,16 @@ def run_op(spec: OpSpec, request: OpRequest, ctx: RunContext, labels: Labels = W
     outcome = spec.run(ctx, images, options, set(request.outputs))
     outcome.numbers.setdefault("seconds", time.perf_counter() - start)
     return outcome
+
+
+def run_tensors(spec: OpSpec, images: Mapping[str, torch.Tensor], options: Mapping[str, Any], ctx: RunContext,
+                wanted: set[str] | None = None) -> OpOutcome:
+    """Run ``spec`` here on tensors (:class:`TensorImage`) and user ``options``, after every rule of its definition;
+    fields are named ``OP.images.SLOT`` and ``OP.options.NAME``. The in-process :meth:`RunContext.run_op`."""
+    labels = Labels(option=lambda n: f"{spec.name}.options.{n}", image=lambda n: f"{spec.name}.images.{n}")
+    request = OpRequest(spec.name, {name: TensorImage(t) for name, t in images.items()}, dict(options),
+                        set(wanted or ()))
+    return run_op(spec, request, ctx, labels)
 
 
 def use_local_models(ctx: RunContext, repo: str | None, backend: str = "auto") -> None:

@@ -34,6 +34,7 @@ from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.errors import NotFound, ResourceExhausted, code_of, message_of
 from impasto.runtime.ops.registry import OpSpec, RunContext
 from impasto.runtime.ops.request import run_op
+from impasto.runtime.server.chain import SidecarStep, StepCancelled
 from impasto.runtime.server.supervisor import Sidecar
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class JobRecord:
     cancel_requested: bool = False
     task: asyncio.Task | None = None
     requeues: int = 0  # times the sidecar died before starting it
+    step: str | None = None  # an engine job's step running on the sidecar now (its sidecar job id; chain.py)
     retained_bytes: int = 0  # its events and result, once it has ended
 
     def to_proto(self, ttl: float) -> pb.Job:
@@ -189,10 +191,10 @@ class JobManager:
             self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
         elif job.state == pb.RUNNING and not job.cancel_requested:
             job.cancel_requested = True
-            if job.spec.runs_in == "engine":
+            if job.spec.runs_in == "engine" and job.step is None:
                 return job  # its thread checks the flag at its next progress report, or when it ends
-            try:
-                await self.sidecar.stub.Cancel(spb.CancelRequest(job_id=job.id), timeout=5)
+            try:  # a sidecar job, or an engine job's step on the sidecar
+                await self.sidecar.stub.Cancel(spb.CancelRequest(job_id=job.step or job.id), timeout=5)
             except grpc.aio.AioRpcError as e:  # the sidecar is gone: the job ends with it
                 log.warning("cancel of %s: sidecar unreachable (%s)", job.id, e.code().name)
         return job
@@ -358,11 +360,16 @@ class JobManager:
                 return
             job.state, job.started = pb.RUNNING, time.time()
             self._append(job, started=pb.Started(worker=f"engine/{job.spec.name}"))
+            chain = SidecarStep(self.sidecar, job.id, loop, max_side=self.max_side,
+                                on_progress=lambda msg: job.state == pb.RUNNING and self._append(job, progress=msg),
+                                cancelled=lambda: job.cancel_requested, started=lambda step: setattr(job, "step", step),
+                                preview_interval_ms=max(job.request.preview_interval_ms, self.preview_interval_ms),
+                                progress_interval_ms=self.progress_interval_ms)
             ctx = RunContext(max_side=self.max_side, infer=infer, progress=progress, cache=self.engine_cache,
-                             model_parameters=lambda model: self.models.get(model).info.parameters)
+                             model_parameters=lambda model: self.models.get(model).info.parameters, chain=chain)
             try:
                 outcome = await loop.run_in_executor(None, run_op, job.spec, convert.op_request(job.request), ctx)
-            except _Stopped:
+            except (_Stopped, StepCancelled):
                 self._finish(job, pb.CANCELLED, cancelled=pb.Cancelled())
                 return
             except Exception as e:

@@ -56,7 +56,7 @@ from impasto.train.loops.distributed import (
 )
 from impasto.train.options import option
 
-__all__ = ["AMP_MODES", "GANConfig", "GANTask", "train_gan", "write_grid"]
+__all__ = ["AMP_MODES", "EpochSampler", "GANConfig", "GANTask", "to_device", "train_gan", "write_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class GANTask(ABC):
 # --- data ----------------------------------------------------------------------------------
 
 
-class _EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
     """This process's share of a permutation that is a function of (seed, epoch); skips a prefix.
 
     Like ``DistributedSampler(drop_last=True)``, but able to start mid-epoch, so that a resumed
@@ -188,13 +188,13 @@ class _EpochSampler(Sampler[int]):
         return (self.steps_per_epoch - self.skip) * self.batch
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, Mapping):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
+        return type(batch)(to_device(v, device) for v in batch)
     return batch
 
 
@@ -368,12 +368,12 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
 
     data = task.train_data()
     n = len(data)  # type: ignore[arg-type]
-    sampler = _EpochSampler(n, ctx.world_size, ctx.rank, cfg.seed, cfg.batch)
+    sampler = EpochSampler(n, ctx.world_size, ctx.rank, cfg.seed, cfg.batch)
     steps_sampler = task.batch_sampler(data, cfg, ctx.world_size, ctx.rank)
     if steps_sampler is None and sampler.steps_per_epoch < 1:
         raise ValueError(f"the training data has {n} items, fewer than batch {cfg.batch} x {ctx.world_size} process(es)")
     val = task.val_data()
-    val_batch = _to_device(_first_items(data if val is None else val, cfg.val_samples), device) if ctx.is_main else None
+    val_batch = to_device(_first_items(data if val is None else val, cfg.val_samples), device) if ctx.is_main else None
 
     autocast = (lambda: torch.autocast("cuda", dtype=amp)) if amp else contextlib.nullcontext
     tty = progress and ctx.is_main and sys.stderr.isatty()
@@ -401,7 +401,7 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
                                 drop_last=True, pin_memory=device.type == "cuda",
                                 generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + sampler.epoch))
         for batch in loader:
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             _freeze(d_params, True)
             with autocast():
                 loss_g, logs_g = task.g_step(g_train, d, batch)

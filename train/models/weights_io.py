@@ -1,6 +1,6 @@
 """Saving and loading model weights as safetensors (fp16 on disk where parity holds; config, label table and
 metrics in the metadata): stroke renderers, semantic generators (SPADE), segmenters, sketch generators
-(SketchyGAN) and line-art colourisers (style2paints v1)."""
+(SketchyGAN), line-art colourisers (style2paints v1) and warp-field estimators (Learning to Warp)."""
 
 from __future__ import annotations
 
@@ -414,3 +414,65 @@ def shipped_colorize_path(dataset: str = "demo") -> Path:
 def require_shipped_colorize(dataset: str = "demo") -> Path:
     """The shipped colorize weights for ``dataset``, or FileNotFoundError saying how to make them."""
     return _require_shipped("colorize", dataset, f" (and colorize_{dataset}_style)")
+
+
+# -- learning to warp -------------------------------------------------------------------------------
+# One file holds the warp-field estimator (the trained part), its config, the data it learnt from
+# and its scores. The frozen VGG-19 under it is the user's own: the file records which features
+# the estimator read (``vgg``, :func:`~impasto.train.models.colorizer.vgg_tag`) and the export
+# refuses other ones.
+
+WARP_KIND = "warp"
+
+
+def save_warp(path: str | Path, estimator: torch.nn.Module, config, *, fp16: bool = True,
+              metrics: dict | None = None, data: str = "", vgg: str = "") -> Path:
+    """Write a warp estimator (:class:`~impasto.train.models.warper.WarpEstimator`, or a Warper holding one).
+
+    The module is left as it is (training can go on); floating tensors are stored in fp16 when
+    ``fp16``; ``data`` labels the training data, ``vgg`` the VGG-19 features it read. Returns ``path``.
+    """
+    estimator = getattr(estimator, "estimator", estimator)
+    if getattr(estimator, "config", config) != config:
+        raise ValueError("save_warp: the estimator was built with another config than the one given")
+    meta = {"kind": json.dumps(WARP_KIND), "config": json.dumps(config.to_dict()), "data": json.dumps(str(data)),
+            "metrics": json.dumps(metrics or {}), "vgg": json.dumps(str(vgg))}
+    return write_weights(path, estimator.state_dict(), meta, fp16=fp16)
+
+
+def read_warp_metadata(path: str | Path):
+    """(config, metadata) of a warp file without loading its tensors (metadata: ``data``, ``metrics``, ``vgg``)."""
+    from impasto.train.models.warper import WarpConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"warp model weights not found: {path}")
+    meta = read_metadata(path)
+    if meta.get("kind") != WARP_KIND or "config" not in meta:
+        raise ValueError(f"{path} is not an impasto warp model file (its metadata has no kind/config)")
+    return WarpConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics", "vgg")}
+
+
+def load_warp(path: str | Path, device: str | torch.device = "cpu"):
+    """(estimator, config) from a file written by :func:`save_warp`; float32, eval mode (the VGG is the caller's)."""
+    from impasto.train.models.warper import build_estimator
+
+    path = Path(path)
+    config, _ = read_warp_metadata(path)
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    estimator = build_estimator(config)
+    try:
+        estimator.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the estimator weights do not fit the stored config: {e}") from None
+    return estimator.to(device).eval(), config
+
+
+def shipped_warp_path(dataset: str = "demo") -> Path:
+    """Where the package keeps the demo warper trained on ``dataset``."""
+    return _shipped_path("warp", dataset)
+
+
+def require_shipped_warp(dataset: str = "demo") -> Path:
+    """The shipped warp weights for ``dataset``, or FileNotFoundError saying how to make them."""
+    return _require_shipped("warp", dataset)

@@ -7,7 +7,9 @@ outputs)`` and puts each output where its ``place`` says: ``layer`` -> a new ima
 source image, in place), ``texture`` -> a new image and, on request, a material on the
 active object, text outputs asked for -> a Text datablock, file outputs asked for -> a file
 beside the .blend; a ``series`` output's items (variations) -> a new image each, numbered.
-A new server-side op appears here with no add-on release.
+A slot that takes back a file an output gave (warp's ``apply``: a flow .npz saved by an
+earlier run) is a file path, and a slot required ``unless`` another is given may then stay
+empty. A new server-side op appears here with no add-on release.
 
 Layers: the panels and operators here (UI), ``forms.py`` (Capabilities -> properties),
 ``jobs.py`` (requests off the main thread, results back by a timer), ``images.py``
@@ -197,22 +199,30 @@ class IMPASTO_OT_run(_Launcher):
             return {"CANCELLED"}
         op, primary = info["name"], forms.primary_slot(info)
         sent, chosen = {}, {}
+        try:
+            for slot in s.images:
+                if slot.takes:  # a file an earlier run saved (warp's flow)
+                    if slot.path:
+                        sent[slot.name] = read_file(slot)
+                    continue
+                image = slot.image
+                if slot.name == primary and (self.image_name or image is None):
+                    image = self.editor_image(context)
+                if image is not None:
+                    sent[slot.name] = images.raw_image(image)
+                    chosen[slot.name] = image
+        except ValueError as e:
+            self.report({"ERROR"}, str(e))
+            return {"CANCELLED"}
         for slot in s.images:
-            image = slot.image
-            if slot.name == primary and (self.image_name or image is None):
-                image = self.editor_image(context)
-            if image is None:
-                if slot.required:
-                    where = " (or open one in the Image Editor)" if slot.name == primary else ""
-                    self.report({"ERROR"}, f"{op}: choose an image for '{forms.label(slot.name)}'{where}")
-                    return {"CANCELLED"}
-                continue
-            try:
-                sent[slot.name] = images.raw_image(image)
-            except ValueError as e:
-                self.report({"ERROR"}, str(e))
+            if slot.unless and slot.unless in sent:  # given instead of this one (apply instead of geometry)
+                sent.pop(slot.name, None)
+                chosen.pop(slot.name, None)
+            elif slot.required and slot.name not in sent:
+                where = " (or open one in the Image Editor)" if slot.name == primary else ""
+                instead = f", or a file for '{forms.label(slot.unless)}'" if slot.unless else ""
+                self.report({"ERROR"}, f"{op}: choose an image for '{forms.label(slot.name)}'{where}{instead}")
                 return {"CANCELLED"}
-            chosen[slot.name] = image
         snapped = ""
         if labels.has_labels(info) and sent:  # label maps: sides checked, stray (anti-aliased) colours snapped
             palette = op_palette(s, info)
@@ -235,6 +245,17 @@ class IMPASTO_OT_run(_Launcher):
                             obj=active.name if active else "", note=snapped)
         return self.launch(context, jobs.Job(op, client(), lambda c: c.run_events(op, sent, options, wanted),
                                              lambda result: deliver(result, delivery)))
+
+
+def read_file(slot) -> bytes:
+    """The bytes of a file slot's file (a path relative to the .blend as Blender writes them)."""
+    path = bpy.path.abspath(slot.path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read the {slot.takes} file for '{forms.label(slot.name)}' ({path}): {e.strerror}") \
+            from None
 
 
 def op_palette(s, info: dict) -> labels.Palette | None:
@@ -390,7 +411,12 @@ def draw_form(layout, s, info: dict) -> None:
     if info.get("help"):
         col.label(text=info["help"])
     for slot in s.images:
-        col.prop(slot, "image", text=forms.label(slot.name) + ("" if slot.required else " (optional)"))
+        if slot.takes:
+            col.prop(slot, "path", text=f"{forms.label(slot.name)} ({slot.takes} file, optional)")
+            continue
+        extra = "" if slot.required and not slot.unless else \
+            f" (or {forms.label(slot.unless)})" if slot.required else " (optional)"
+        col.prop(slot, "image", text=forms.label(slot.name) + extra)
     col = layout.column(align=True)
     for option in s.options:
         col.prop(option, option.value_prop(), text=forms.label(option.name))

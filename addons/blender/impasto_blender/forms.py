@@ -9,7 +9,10 @@ collections on the scene's settings, rebuilt on Connect and when the chosen op c
 - ``options``: one :class:`ImpastoOption` per option, its value in the field of its type
   (``int_value``, ``float_value``, ``bool_value``, ``string_value``, or ``choice`` when the
   option lists choices), its range kept by an update callback;
-- ``images``: one :class:`ImpastoSlot` per image slot, an Image pointer;
+- ``images``: one :class:`ImpastoSlot` per image slot, an Image pointer, or a file path for a
+  slot that takes back a file one of the op's outputs gives (its role is that output's name:
+  warp's ``apply`` slot, role ``flow``, takes the .npz of its ``flow`` output; :func:`reuse_links`);
+  a required slot with ``unless`` (warp's geometry) may be left empty when that slot is given;
 - ``outputs``: one :class:`ImpastoOutput` per output, a checkbox for those made on request.
 
 A string option whose values the model lists in its Capabilities parameters
@@ -76,6 +79,13 @@ def model_list(caps_models: list[dict], model: str, key: str) -> list[str]:
     except ValueError:
         return []
     return [str(v) for v in values] if isinstance(values, list) and all(isinstance(v, str) for v in values) else []
+
+
+def reuse_links(info: dict) -> dict[str, str]:
+    """Slots that take back a file one of the op's outputs gives: ``{slot: output}`` (the slot's
+    role is the name of a ``file`` output: warp's ``apply`` slot, role ``flow``, takes ``flow``)."""
+    files = {o["name"] for o in info.get("outputs", []) if kind_of(o) == "file"}
+    return {s["name"]: s["role"] for s in info.get("images", []) if s.get("role") in files}
 
 
 def primary_slot(info: dict) -> str | None:
@@ -226,7 +236,10 @@ class ImpastoSlot(bpy.types.PropertyGroup):
     same_size_as: StringProperty()
     together_with: StringProperty()
     min_side: IntProperty()
+    unless: StringProperty(description="a slot that, given, makes this required slot optional")
+    takes: StringProperty(description="the output whose file this slot takes back (empty: an image slot)")
     image: PointerProperty(name="Image", type=bpy.types.Image, description="the image for this slot")
+    path: StringProperty(name="File", subtype="FILE_PATH", description="the file for this slot (a saved output)")
 
 
 class ImpastoOutput(bpy.types.PropertyGroup):
@@ -254,10 +267,11 @@ def build(settings, info: dict | None, keep: bool = False, models: list[dict] | 
     values whose name and type still match, chosen images, ticked outputs. ``models``:
     Capabilities' model entries, whose lists (class names) become options' choices.
     """
-    old_values, old_images, old_wanted = {}, {}, {}
+    old_values, old_images, old_wanted, old_paths = {}, {}, {}, {}
     if keep and info is not None and settings.form_op == info.get("name"):
         old_values = {o.name: (o.type, o.value()) for o in settings.options}
         old_images = {s.name: s.image for s in settings.images}
+        old_paths = {s.name: s.path for s in settings.images}
         old_wanted = {o.name: o.wanted for o in settings.outputs}
     settings.options.clear()
     settings.images.clear()
@@ -297,7 +311,10 @@ def build(settings, info: dict | None, keep: bool = False, models: list[dict] | 
         slot.same_size_as = spec.get("same_size_as", "")
         slot.together_with = spec.get("together_with", "")
         slot.min_side = int(spec.get("min_side", 0) or 0)
+        slot.unless = spec.get("unless", "")
+        slot.takes = reuse_links(info).get(slot.name, "")
         slot.image = old_images.get(slot.name)
+        slot.path = old_paths.get(slot.name, "")
     for spec in info.get("outputs", []):
         out = settings.outputs.add()
         out.name = spec["name"]

@@ -2,6 +2,9 @@
 
 The operations and their forms come from the server's Capabilities (see ``forms.py``):
 nothing here knows any operation, so an op the server adds shows up with its form.
+A form whose op takes back one of its outputs (warp's flow) gets **Apply the same OP**:
+:meth:`ImpastoDocker.apply_same` runs one job for each other selected layer, one after
+another, with the kept output.
 """
 
 from __future__ import annotations
@@ -95,6 +98,11 @@ class ImpastoDocker(DockWidget):
         self.setWidget(root)
         self.live = LiveMode(self.run_live, lambda: self.thread is not None, parent=self)
         self.live_form: OpForm | None = None  # the form whose Live box is on
+        self.pending: list = []  # layers "Apply the same" has still to run on, after the running one
+        self.reuse_form: OpForm | None = None  # the form "Apply the same" runs
+        self.batch: list[str] = []  # layers "Apply the same" added so far
+        self.batch_size = 0  # how many layers it runs on
+        self.batch_started = 0.0  # when it began (the message gives the time for all its layers)
         self.last_seconds = 0.0  # the last job's round trip, from reading the layers to its layers placed
 
     # --- server ---------------------------------------------------------------------------
@@ -127,6 +135,8 @@ class ImpastoDocker(DockWidget):
             form = self.forms[info["name"]] = OpForm(info, models=capabilities.get("models", []))
             if form.live is not None:
                 form.live.toggled.connect(lambda on, f=form: self.live_toggled(f, on))
+            if form.apply_button is not None:
+                form.apply_button.clicked.connect(lambda *_, f=form: self.apply_same(f))
             self.stack.addWidget(form)
             self.op.addItem(info["name"])
             self.op.setItemData(self.op.count() - 1, info.get("help", ""), Qt.ToolTipRole)
@@ -220,6 +230,45 @@ class ImpastoDocker(DockWidget):
             return
         if live:
             request.live, request.name = True, f"impasto {request.op} (live)"
+        self.launch(doc, request)
+
+    def apply_same(self, form: OpForm | None = None, doc=None, layers: list | None = None) -> None:
+        """Run ``form``'s op on each of ``layers`` (the active view's selected layers) but the one the
+        kept output (warp's flow) was made from, with that output in its slot: one job a layer, in turn,
+        each result in a new layer above its layer."""
+        form = form or self.form
+        if form is None or form.apply_button is None:
+            self.message.setText("this operation has nothing to apply again")
+            return
+        if self.thread is not None:
+            self.message.setText("a job is running: wait for it or cancel it")
+            return
+        if doc is None:
+            doc = Krita.instance().activeDocument()
+        if layers is None:
+            layers = selected_layers(doc)
+        try:
+            targets = form.reuse_targets(doc, layers)
+        except document.UnsupportedDocument as e:
+            self.message.setText(str(e))
+            return
+        self.pending, self.batch, self.batch_size, self.reuse_form = targets, [], len(targets), form
+        self.batch_started = time.monotonic()
+        self.next_layer(doc)
+
+    def next_layer(self, doc) -> None:
+        """Read the next layer "Apply the same" goes through (now: as it is now) and start its job."""
+        node = self.pending.pop(0)
+        try:
+            request = self.reuse_form.reuse_request(doc, node)
+        except document.UnsupportedDocument as e:
+            self.message.setText(f"{e} (on '{node.name()}'; {len(self.pending)} more layers not sent)")
+            self.pending = []
+            return
+        self.launch(doc, request)
+
+    def launch(self, doc, request) -> None:
+        """Start ``request`` (read on the main thread) on a job thread; results land in ``doc``."""
         self.doc, self.job, self.started = doc, request, time.monotonic()
         self.thread = JobThread(self.client(), request.start, self)
         self.thread.event.connect(self.on_event)
@@ -228,10 +277,12 @@ class ImpastoDocker(DockWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.message.setText(f"{request.op}: sent")
+        at = self.batch_size - len(self.pending)
+        self.message.setText(f"{request.op}: sent" + (f" (layer {at} of {self.batch_size})" if request.reuse else ""))
         self.thread.start()
 
     def cancel(self) -> None:
+        self.pending = []
         if self.thread is not None:
             self.thread.cancel()
             self.message.setText("cancelling...")
@@ -271,9 +322,19 @@ class ImpastoDocker(DockWidget):
             if job.live:  # the new live result takes the place of the previous one
                 document.remove_layers_named(self.doc, job.name)
             added = job.place(self.doc, result)
+            form = self.forms.get(job.op)
+            if job.keep and form is not None:
+                form.remember(job, result)
             self.progress.setValue(self.progress.maximum())
             seconds = self.last_seconds = time.monotonic() - self.started  # the round trip: read, run, placed
-            if added:
+            if job.reuse:
+                self.batch += added
+                layers = ", ".join(f"'{a}'" for a in self.batch)
+                at = self.batch_size - len(self.pending)
+                total = time.monotonic() - self.batch_started
+                self.message.setText(f"done: {layers} ({total:.1f} s)" if not self.pending else
+                                     f"{job.op}: layer {at} of {self.batch_size} done")
+            elif added:
                 more = "".join(f", '{a}'" for a in added[1:])
                 snapped = f"; {job.snapped} stray label pixels snapped to the palette" if job.snapped else ""
                 notes = "".join(f"; {note}" for note in job.notes)
@@ -282,17 +343,22 @@ class ImpastoDocker(DockWidget):
             else:
                 self.message.setText(f"done, but the result has nothing to put in the document ({seconds:.0f} s)")
         except document.UnsupportedDocument as e:
+            self.pending = []  # "Apply the same" stops too
             self.message.setText(str(e))
         except Exception as e:  # never leave the docker showing "running" over a half-written result
+            self.pending = []
             self.message.setText(f"could not add the result: {type(e).__name__}: {e}")
         finally:
             self.job_ended()
 
     def on_failed(self, message: str) -> None:
+        job, left = self.job, len(self.pending)
+        self.pending = []  # "Apply the same" stops at the first failure
         try:
             document.remove_preview_layer(self.doc)
         finally:
-            self.message.setText(message)
+            where = f" (on '{job.source.name()}'; {left} more layers not sent)" if job is not None and job.reuse else ""
+            self.message.setText(message + where)
             self.job_ended()
 
     def job_ended(self) -> None:
@@ -309,6 +375,22 @@ class ImpastoDocker(DockWidget):
         if thread is not None:  # it emitted its last signal; let it return, then free it
             thread.wait()
             thread.deleteLater()
+        if self.pending:  # "Apply the same": the next layer
+            self.next_layer(self.doc)
 
     def canvasChanged(self, canvas) -> None:  # Krita calls this when the active view changes
         pass
+
+
+def selected_layers(doc) -> list:
+    """The layers selected in the active view (Ctrl+click in the Layers docker) when it shows ``doc``,
+    else the active layer."""
+    window = Krita.instance().activeWindow()
+    view = window.activeView() if window is not None else None
+    shown = view.document() if view is not None else None
+    if shown is not None and doc is not None and shown.rootNode().uniqueId() == doc.rootNode().uniqueId():
+        nodes = list(view.selectedNodes())
+        if nodes:
+            return nodes
+    node = doc.activeNode() if doc is not None else None
+    return [node] if node is not None else []

@@ -20,6 +20,9 @@ except ImportError:  # pragma: no cover - the source tree keeps it in addons/com
     from impasto_http import RawImage, series_items
 
 
+SOURCE_TYPES = ("paintlayer", "grouplayer", "filelayer", "clonelayer")  # layers whose pixels can be sent
+
+
 class UnsupportedDocument(Exception):
     """A document or layer impasto cannot work on; the message is for the user."""
 
@@ -86,7 +89,7 @@ def read_layer(doc, node, selection_only: bool, crop: bool = False) -> LayerInpu
     results land over the selection); without one, the whole layer.
     """
     check_document(doc)
-    if node is None or node.type() not in ("paintlayer", "grouplayer", "filelayer", "clonelayer"):
+    if node is None or node.type() not in SOURCE_TYPES:
         raise UnsupportedDocument("select a paint layer to send")
     bounds = selection_bounds(doc) if crop else None
     if bounds is not None:

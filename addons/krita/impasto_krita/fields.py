@@ -5,7 +5,7 @@ box, decimal spin box, check box, drop-down or text field by its type and choice
 range, default and help (a string option whose values the chosen model lists, such as a
 class name, an editable drop-down of that list); an image slot a choice of none / image
 file / a paint layer (a reference picture, colour hints painted on their own layer), or, for a ``mask`` slot,
-"Selection only". Each reads back what it offers (``describe``), so the
+"Selection only", or, for a slot that takes back a file an output gave (a flow .npz), none / a file. Each reads back what it offers (``describe``), so the
 tests can compare the widgets with Capabilities.
 """
 
@@ -346,6 +346,74 @@ class SlotField:
         items = [self.combo.itemText(i) for i in range(self.combo.fixed)]
         return {"role": self.info.get("role", "image"), "widget": "choice", "required": self.required, "items": items,
                 "help": self.combo.toolTip()}
+
+
+class FileSlotField:
+    """A slot that takes back a file one of the op's outputs gave (its role is that output's name:
+    warp's ``apply`` slot, role ``flow``, takes the ``flow`` output's .npz): "none" or a file.
+
+    Not an image, so no layers are offered; the file goes out as its bytes, as the server wrote it.
+    """
+
+    def __init__(self, info: dict, output: dict):
+        self.info = info
+        self.name = info["name"]
+        self.required = bool(info.get("required"))
+        self.output = output
+        suffix = (output.get("filename") or "").rpartition(".")[2]
+        self.pattern = f"*.{suffix}" if suffix and suffix != output.get("filename") else "*"
+        self.combo = QComboBox()
+        self.combo.addItem("none")
+        self.combo.addItem(f"{output['name']} file...")
+        self.combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.combo.setMinimumContentsLength(6)
+        self.combo.setToolTip(info.get("help", ""))
+        self.combo.setObjectName(f"image_{self.name}")
+        self.path = ""
+        pick = QPushButton("...")
+        pick.setMaximumWidth(32)
+        pick.setToolTip(f"pick a {output['name']} file ({self.pattern}) an earlier run saved")
+        pick.clicked.connect(self.pick_file)
+        self.widget = QWidget()
+        row = QHBoxLayout(self.widget)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.combo, 1)
+        row.addWidget(pick)
+
+    def pick_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.widget, self.name, "", f"{self.output['name']} ({self.pattern})")
+        if path:
+            self.set(path)
+
+    def set(self, value, doc=None) -> None:
+        """None (no file) or a file path."""
+        if value is None:
+            self.combo.setCurrentIndex(0)
+            return
+        if not isinstance(value, str):
+            raise TypeError(f"{self.name} takes a {self.output['name']} file, not a layer")
+        self.path = value
+        self.combo.setItemText(1, value.replace("\\", "/").rsplit("/", 1)[-1] or f"{self.output['name']} file...")
+        self.combo.setCurrentIndex(1)
+
+    def get(self) -> str | None:
+        return (self.path or None) if self.combo.currentIndex() == 1 else None
+
+    def image(self, doc=None, bounds=None) -> bytes | None:
+        """The file's bytes, or None."""
+        path = self.get()
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise document.UnsupportedDocument(f"cannot read {self.name} file {path}: {e.strerror}") from None
+
+    def describe(self) -> dict:
+        return {"role": self.info.get("role", ""), "widget": "file", "required": self.required,
+                "items": [self.combo.itemText(i) for i in range(self.combo.count())], "help": self.combo.toolTip(),
+                "takes": self.output["name"]}
 
 
 class SelectionField:

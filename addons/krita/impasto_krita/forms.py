@@ -26,7 +26,14 @@ with its form and no new add-on release. The rules:
   it the op's ``layer`` images are left out, unticked they come back above the source); a
   ``series`` output's items (variations) become a layer each, numbered (``document.place_results``);
 - live mode (an engine op with a ``labels`` slot or a ``hints`` slot): a Live check box; the
-  docker re-runs when the source or the layer chosen for the hints slot changes (``live.py``).
+  docker re-runs when the source or the layer chosen for the hints slot changes (``live.py``);
+- a slot whose role is the name of one of the op's ``file`` outputs takes that file back
+  (:func:`reuse_links`: warp's ``apply`` slot, role ``flow``, takes the ``flow`` output's .npz):
+  it is a file choice, not a layer; the output is asked for at every run (placed only when its
+  box is ticked) and its bytes are kept, and **Apply the same OP** sends them with each of the
+  other selected layers as the source, one job a layer, so a drawing's layers move together;
+  a required slot that names such a slot in ``unless`` (warp's geometry) may be left empty
+  when that slot is given.
 
 :meth:`OpForm.set` / :meth:`OpForm.get` reach any of these by name (scripts, tests), and
 :meth:`OpForm.describe` reads the widgets back, to check them against Capabilities. The
@@ -40,10 +47,10 @@ import json
 from dataclasses import dataclass, field
 
 from krita import Krita
-from PyQt5.QtWidgets import QCheckBox, QFormLayout, QLabel, QWidget
+from PyQt5.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QWidget
 
 from . import document, labels
-from .fields import OptionField, SelectionField, SlotField
+from .fields import FileSlotField, OptionField, SelectionField, SlotField
 from .swatches import PaletteField
 
 DOCUMENT_SIZED = ("size", "width", "height")  # int options that follow the document until set by hand
@@ -83,6 +90,9 @@ class Request:
     snapped: int = 0  # label pixels moved to the nearest palette colour before sending
     live: bool = False  # started by live mode: its result replaces the previous live result
     notes: list = field(default_factory=list)  # what placing the results did besides adding layers
+    keep: dict = field(default_factory=dict)  # output -> the slot that takes it back: its bytes are kept
+    kept_only: list = field(default_factory=list)  # outputs asked for only to be kept, not placed
+    reuse: bool = False  # a job of "Apply the same ...": its source is one of the other selected layers
 
     def start(self, client):
         """Start the job (on a worker thread): yields its events."""
@@ -90,7 +100,8 @@ class Request:
 
     def place(self, doc, result: dict) -> list[str]:
         """Put the finished job's outputs into ``doc`` (main thread): what was added, in order."""
-        return document.place_results(doc, self.source, self.inputs, self.places, result, self.name, self.outputs,
+        placed = [name for name in self.outputs if name not in self.kept_only]
+        return document.place_results(doc, self.source, self.inputs, self.places, result, self.name, placed,
                                       self.notes)
 
 
@@ -105,6 +116,15 @@ def model_lists(models: list[dict], key: str) -> dict[str, list[str]]:
         if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
             found[str(model.get("name", ""))] = values
     return found
+
+
+def reuse_links(info: dict) -> dict[str, dict]:
+    """Slots that take back a file one of the op's outputs gives: ``{slot name: OutputInfo}``.
+
+    The rule: the slot's role is the name of a ``file`` output (warp: the ``apply`` slot has
+    role ``flow``, the ``flow`` output is the field as a .npz)."""
+    files = {o["name"]: o for o in info.get("outputs", []) if o.get("kind") == "file"}
+    return {s["name"]: files[s["role"]] for s in info.get("images", []) if s.get("role") in files}
 
 
 def source_slot(slots: list[dict]) -> dict | None:
@@ -133,12 +153,18 @@ class OpForm(QWidget):
         slots = list(info.get("images", []))
         source = source_slot(slots)
         self.source = source["name"] if source else None
-        self.slots: dict[str, SlotField | SelectionField] = {}
+        self.links = reuse_links(info)  # slot -> the output whose file it takes back
+        self.kept: dict = {}  # slot -> the bytes the last run's output gave for it
+        self.kept_from = None  # the id of the layer the kept bytes were made from (left out of "Apply the same")
+        self.slots: dict[str, SlotField | SelectionField | FileSlotField] = {}
         masks = [s for s in slots if s.get("role") == "mask"]
         for slot in slots:
             if slot is source:
                 continue
-            if slot.get("role") == "mask":
+            if slot["name"] in self.links:
+                f = self.slots[slot["name"]] = FileSlotField(slot, self.links[slot["name"]])
+                layout.addRow(_label(slot["name"]), f.widget)
+            elif slot.get("role") == "mask":
                 label = "Selection only" if len(masks) == 1 else f"Selection only: {slot['name']}"
                 f = self.slots[slot["name"]] = SelectionField(slot, label)
                 layout.addRow(f.widget)
@@ -193,6 +219,17 @@ class OpForm(QWidget):
                 box.setChecked(out.get("place") == "under")  # the layer under the source is what the op is for here
                 self.outputs[out["name"]] = box
                 layout.addRow("Also make" if len(self.outputs) == 1 else "", box)
+
+        self.apply_button = None  # "Apply the same OP": the docker connects it
+        if self.links and self.source is not None:
+            self.apply_button = QPushButton(f"Apply the same {self.op}")
+            self.apply_button.setObjectName("apply_same")
+            outs = " and ".join(sorted({o["name"] for o in self.links.values()}))
+            self.apply_button.setToolTip(
+                f"runs {self.op} on each of the other selected layers (Ctrl+click them in the Layers docker) with "
+                f"the {outs} of the last run (or the file chosen above), nothing else: each result goes to a new "
+                f"layer above its layer, so the drawing's layers move together")
+            layout.addRow(self.apply_button)
 
     # --- by name ------------------------------------------------------------------------------
 
@@ -306,8 +343,13 @@ class OpForm(QWidget):
         for name in selection:
             images[name] = inputs.mask_image()
         bounds = (inputs.x, inputs.y, inputs.width, inputs.height)
+        missing = []
         for name, f in self.slots.items():
-            if isinstance(f, SlotField):
+            if isinstance(f, FileSlotField):
+                data = f.image(doc)
+                if data is not None:
+                    images[name] = data
+            elif isinstance(f, SlotField):
                 f.combo.refresh(doc)
                 paired = bool(self.source) and f.info.get("same_size_as") == self.source  # pixel for pixel
                 layer = f.combo.layer()
@@ -321,9 +363,20 @@ class OpForm(QWidget):
                     image = document.RawImage(document.clear_outside(image.data, inputs.mask), inputs.width,
                                               inputs.height, 4, order="ORDER_BGR")  # as the source: only the selection
                 if image is None and f.required:
-                    raise document.UnsupportedDocument(f"{self.op} needs {_article(name)} {name} image: pick a file or a layer")
+                    missing.append(name)
                 if image is not None:
                     images[name] = image
+        for name, f in self.slots.items():  # a slot given instead of another (apply instead of geometry):
+            if f.info.get("unless") in images:  # the other stays out (the server takes one of the two)
+                images.pop(name, None)
+        for name in missing:  # a slot required unless another is given (warp's geometry, unless apply)
+            unless = self.slots[name].info.get("unless")
+            if unless and unless in images:
+                continue
+            instead = f", or a {self.links[unless]['name']} file for {unless}" if unless in self.links else \
+                f", or give {unless}" if unless else ""
+            raise document.UnsupportedDocument(
+                f"{self.op} needs {_article(name)} {name} image: pick a file or a layer{instead}")
         snapped = 0
         for name in list(images):
             what = f"the label layer '{source.name()}'" if name == self.source and source is not None else name
@@ -332,8 +385,72 @@ class OpForm(QWidget):
         self.fit_document(doc)
         options = self.values()
         wanted = self.wanted()
-        return Request(self.op, images, options, wanted, inputs, source, self.layer_name(options),
-                       list(self.info.get("outputs", [])), snapped)
+        keep = {o["name"]: slot for slot, o in self.links.items()}
+        kept_only = [name for name in keep if name not in wanted]
+        return Request(self.op, images, options, wanted + kept_only, inputs, source, self.layer_name(options),
+                       list(self.info.get("outputs", [])), snapped, keep=keep, kept_only=kept_only)
+
+    # --- "Apply the same OP" --------------------------------------------------------------------
+
+    def remember(self, request: Request, result: dict) -> bool:
+        """Keep the outputs of a finished run that slots take back (the flow); whether any came."""
+        found = {slot: result.get("files", {}).get(out) for out, slot in request.keep.items()}
+        found = {slot: data for slot, data in found.items() if data}
+        if found:
+            self.kept = found
+            self.kept_from = request.source.uniqueId() if request.source is not None else None
+        return bool(found)
+
+    def reused(self) -> dict:
+        """What "Apply the same" sends in the linked slots: the file chosen there, else the last run's output."""
+        sent = {}
+        for name, f in self.slots.items():
+            if name in self.links:
+                data = f.image() if isinstance(f, FileSlotField) else None
+                if data is None:
+                    data = self.kept.get(name)
+                if data is not None:
+                    sent[name] = data
+        return sent
+
+    def reuse_targets(self, doc, layers: list) -> list:
+        """The layers of ``layers`` (the selected layers) that "Apply the same" runs on: all but the
+        one the kept output was made from (and layers with no pixels to send), each once.
+        Raises :class:`document.UnsupportedDocument` with the message to show."""
+        document.check_document(doc)
+        if not self.reused():
+            what = " and ".join(sorted({o["name"] for o in self.links.values()}))
+            raise document.UnsupportedDocument(
+                f"run {self.op} first (its {what} is kept for this), or choose a {what} file")
+        chosen = any(isinstance(f, FileSlotField) and f.get() for f in self.slots.values())
+        made_from = None if chosen else self.kept_from
+        others, skipped = [], []
+        for node in layers:
+            if made_from is not None and node.uniqueId() == made_from:
+                continue  # already warped: that run made the field
+            if node.type() not in document.SOURCE_TYPES or node.name().startswith("impasto preview"):
+                skipped.append(node.name())
+                continue
+            if all(node.uniqueId() != n.uniqueId() for n in others):
+                others.append(node)
+        if not others:
+            raise document.UnsupportedDocument(
+                f"select the other layers to {self.op} (Ctrl+click them in the Layers docker)"
+                + (f"; '{skipped[0]}' is not a paint layer" if skipped else ""))
+        return others
+
+    def reuse_request(self, doc, node) -> Request:
+        """The job "Apply the same" sends for ``node`` (read now, on the main thread): the layer as
+        the source and the kept output (or the chosen file) in its slot; no other image, the
+        server's default options (the field is applied as it was saved), no extra outputs."""
+        reused = self.reused()
+        if not reused:
+            raise document.UnsupportedDocument(f"nothing kept to apply again: run {self.op} first")
+        inputs = document.read_layer(doc, node, False, crop=self.crops())
+        images = {self.source: inputs.image(), **reused}
+        same = " and ".join(sorted(self.links[slot]["name"] for slot in reused))
+        return Request(self.op, images, {}, [], inputs, node, f"impasto {self.op} ({node.name()}, same {same})",
+                       list(self.info.get("outputs", [])), reuse=True)
 
     def _source_role(self) -> str:
         slot = next((s for s in self.info.get("images", []) if s["name"] == self.source), {})
@@ -359,7 +476,9 @@ class OpForm(QWidget):
                 "outputs": {name: {"label": box.text(), "help": box.toolTip(), "checked": box.isChecked()}
                             for name, box in self.outputs.items()},
                 "palette": self.palette_field.describe() if self.palette_field is not None else None,
-                "live": self.live is not None, "live_slot": self.live_slot}
+                "live": self.live is not None, "live_slot": self.live_slot,
+                "reuse": {slot: out["name"] for slot, out in self.links.items()},
+                "apply_button": self.apply_button.text() if self.apply_button is not None else None}
 
 
 def _label(name: str) -> str:
