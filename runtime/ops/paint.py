@@ -2,9 +2,11 @@
 
 Level m (1..levels) cuts the canvas into m x m patches. Every patch is painted at the
 rasteriser's resolution on top of what earlier levels left there, strokes being added one at
-a time where the error is largest and all strokes of the patch so far optimised jointly
-through a differentiable renderer. All patches of a level are one batch. At the end the
-strokes, mapped to canvas coordinates, are rendered by the exact brush engine at any size.
+a time where the error is largest and optimised through a differentiable renderer: by
+default the newest few at a time against a cached canvas (cost linear in strokes), or all
+strokes of the patch so far jointly, as the reference does (see ``paint_search``). All
+patches of a level are one batch. At the end the strokes, mapped to canvas coordinates, are
+rendered by the exact brush engine at any size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 
 from impasto.runtime.images import resize
 from impasto.runtime.ops.losses import l1_loss, paint_loss
+from impasto.runtime.ops.paint_raster import render_cropped
+from impasto.runtime.ops.paint_search import paint_patches, search_joint, search_window
 from impasto.train.brushes import BRUSHES, Brush, get_brush, render_strokes
 from impasto.train.options import option
 
@@ -29,7 +33,8 @@ MAX_STROKES = 20_000
 
 @dataclass
 class PaintOptions:
-    """Parameters of a painting; the defaults are the reference implementation's."""
+    """Parameters of a painting; the defaults are the reference implementation's except where measured
+    choices are noted (iterations, renderer, search: docs/benchmarks.md#painter)."""
 
     brush: str = option("oil", "brush that paints the strokes", choices=lambda: tuple(BRUSHES))
     # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
@@ -47,6 +52,17 @@ class PaintOptions:
     ot_weight: float = option(0.0, "optimal-transport loss weight (0 = off): pulls strokes toward targets they do not "
                               "overlap yet", min=0.0, max=100.0,
                               shortcut=("--ot", 0.1, "add the optimal-transport loss at the reference's weight, 0.1"))
+    # window: issue 19, at least the joint search's PSNR and faster (benchmarks/paint_scale.py)
+    search: str = option("window", "stroke search: optimise the newest --window strokes of a patch against a cached "
+                         "canvas, steps shared by error (cost linear in strokes), or all strokes so far jointly "
+                         "(the reference's; cost grows with the square of strokes per patch)",
+                         choices=("window", "joint"))
+    window: int = option(6, "strokes optimised together by the window search (older ones are frozen)",
+                         min=1, max=64)
+    sweep: int = option(10, "window search: steps per stroke of a last pass over each level's strokes, window by "
+                        "window between the cached canvas below and the layer above (0: none; only when a patch "
+                        "has more strokes than the window)", min=0, max=10_000)
+    crop: bool = True  # exact engine: render each stroke inside its box (paint_raster); False: on the whole patch
     error_power: float = 4.0  # the error map is blurred and raised to this power to pick stroke sites
     seed: int = option(0, "random seed: the same seed gives the same painting", min=0, max=2**31 - 1)
     device: str = "cpu"
@@ -85,6 +101,12 @@ class PaintOptions:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.renderer not in ("neural", "exact"):
             raise ValueError(f"renderer must be 'neural' or 'exact', got '{self.renderer}'")
+        if self.search not in ("window", "joint"):
+            raise ValueError(f"search must be 'window' or 'joint', got '{self.search}'")
+        if not 1 <= self.window <= 64:
+            raise ValueError(f"window must be between 1 and 64 strokes, got {self.window}")
+        if not 0 <= self.sweep <= 10_000:
+            raise ValueError(f"sweep must be between 0 and 10000 steps per stroke, got {self.sweep}")
         if not 8 <= self.patch <= 512:
             raise ValueError(f"patch must be between 8 and 512 px, got {self.patch}")
         if any(not 0.0 <= c <= 1.0 for c in self.background) or len(self.background) != 3:
@@ -134,8 +156,8 @@ class Painting:
 class Rasteriser:
     """A differentiable stroke renderer at ``size`` x ``size``: params (B, n) -> fg, alpha."""
 
-    def __init__(self, brush: Brush, kind: str, size: int, device: torch.device):
-        self.brush, self.kind, self.size = brush, kind, size
+    def __init__(self, brush: Brush, kind: str, size: int, device: torch.device, crop: bool = True):
+        self.brush, self.kind, self.size, self.crop = brush, kind, size, crop
         self.renders = 0  # strokes rendered so far (each also differentiated once in the search)
         if kind == "neural":
             from impasto.train.models.weights_io import load_shipped_renderer
@@ -148,6 +170,8 @@ class Rasteriser:
         self.renders += params.shape[0]
         if self.kind == "neural":
             return self.model(params, self.size)
+        if self.crop:  # the same values, a fraction of the work: see paint_raster
+            return render_cropped(self.brush, params, self.size)
         return self.brush.render(params, self.size, validate=False)
 
 
@@ -156,58 +180,6 @@ def _patches(image: torch.Tensor, m: int) -> torch.Tensor:
     c, s, _ = image.shape
     p = s // m
     return image.view(c, m, p, m, p).permute(1, 3, 0, 2, 4).reshape(m * m, c, p, p)
-
-
-def _paint_patches(raster: "Rasteriser", params: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """Render strokes (B, k, n) with ``raster`` and composite them in order over (B, 3, P, P)."""
-    b, k, n = params.shape
-    if k == 0:
-        return background
-    fg, alpha = raster(params.reshape(b * k, n))
-    fg, alpha = fg.view(b, k, 3, *fg.shape[-2:]), alpha.view(b, k, 1, *fg.shape[-2:])
-    canvas = background
-    for j in range(k):
-        canvas = fg[:, j] * alpha[:, j] + canvas * (1 - alpha[:, j])
-    return canvas
-
-
-def _init_strokes(
-    brush: Brush, err: torch.Tensor, target: torch.Tensor, power: float, gen: torch.Generator
-) -> torch.Tensor:
-    """One new stroke per patch, at a site drawn from the blurred, sharpened error map.
-
-    Its colour is the target's there; shape parameters are random, small (the reference's sampler).
-    """
-    b, _, p, _ = err.shape
-    k = max(1, p // 8)
-    blurred = F.avg_pool2d(err, k, stride=1, padding=k // 2, count_include_pad=False)[..., :p, :p]
-    weights = blurred.flatten(1).clamp_min(0) ** power
-    empty = weights.sum(1, keepdim=True) <= 0
-    weights = torch.where(empty, torch.ones_like(weights), weights)
-    idx = torch.multinomial(weights.cpu(), 1, generator=gen).to(err.device).squeeze(1)
-    cy, cx = idx // p, idx % p
-    colour = target[torch.arange(b, device=err.device), :, cy, cx]  # (B, 3)
-    x, y = (cx.float() + 0.5) / p, (cy.float() + 0.5) / p
-    schema = brush.schema
-    params = torch.rand(b, schema.n, generator=gen).to(err.device)
-    f = schema.fields.index
-    for fx, fy in schema.points:
-        params[:, f(fx)], params[:, f(fy)] = x, y
-    for name in schema.lengths:
-        params[:, f(name)] = params[:, f(name)] * 0.4
-    for name in schema.radii:
-        params[:, f(name)] = params[:, f(name)] * 0.2
-    if schema.points and len(schema.points) == 3:  # Bezier: spread the control points a little
-        spread = (torch.rand(b, 4, generator=gen).to(err.device) - 0.5) * 0.2
-        params[:, f("x0")] = (x + spread[:, 0]).clamp(0, 1)
-        params[:, f("y0")] = (y + spread[:, 1]).clamp(0, 1)
-        params[:, f("x2")] = (x + spread[:, 2]).clamp(0, 1)
-        params[:, f("y2")] = (y + spread[:, 3]).clamp(0, 1)
-    colour_fields = [i for i, name in enumerate(schema.fields) if name[0] in "RGB"]
-    for j, i in enumerate(colour_fields):
-        params[:, i] = colour[:, j % 3]
-    params[:, schema.alpha_index] = 1.0
-    return params
 
 
 def starting_canvas(
@@ -224,43 +196,6 @@ def starting_canvas(
         m = mask.to(target.device, target.dtype)
         return target * (1 - m) + colour * m
     return start
-
-
-def _search_level(
-    raster: Rasteriser,
-    target: torch.Tensor,
-    background: torch.Tensor,
-    mask: torch.Tensor | None,
-    strokes: int,
-    iterations: int,
-    lr: float,
-    error_power: float,
-    gen: torch.Generator,
-    loss_fn,
-    on_step: Callable[[float], None],
-) -> torch.Tensor:
-    """Paint a batch of patches (B, 3, P, P) stroke by stroke; returns their strokes (B, k, n)."""
-    b = target.shape[0]
-    params = torch.zeros(b, strokes, raster.brush.n_params, device=target.device)
-    for anchor in range(strokes):
-        with torch.no_grad():
-            err = (_paint_patches(raster, params[:, :anchor], background) - target).abs().sum(1, keepdim=True)
-            if mask is not None:
-                err = err * mask
-            params[:, anchor] = _init_strokes(raster.brush, err, target, error_power, gen)
-        # all strokes of the patch so far are optimised jointly
-        x = params[:, : anchor + 1].clone().requires_grad_(True)
-        opt = torch.optim.RMSprop([x], lr=lr)
-        for _ in range(iterations):
-            loss = loss_fn(_paint_patches(raster, x, background), target, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                x.clamp_(0.0, 1.0)
-            on_step(loss.item())
-        params[:, : anchor + 1] = x.detach()
-    return params
 
 
 def paint(
@@ -301,15 +236,17 @@ def paint(
     torch.manual_seed(opts.seed)
     gen = torch.Generator().manual_seed(opts.seed)
     brush = get_brush(opts.brush)
-    raster = Rasteriser(brush, opts.renderer, opts.patch, device)
+    raster = Rasteriser(brush, opts.renderer, opts.patch, device, opts.crop)
     target = target.to(device)
     loss_fn = loss_fn or paint_loss(opts.ot_weight)
 
     stylist = _Stylist(style.to(device), opts, device) if style is not None else None
     k = opts.strokes_per_patch
     iters = opts.iterations_per_stroke
-    total_steps = iters * k * opts.levels
-    step = 0
+    # full-batch steps; the window search's steps are shared by error, so its count is the budget
+    sweeps = opts.search == "window" and k > opts.window
+    total_steps = (iters + (opts.sweep if sweeps else 0)) * k * opts.levels
+    step = 0.0
     all_strokes: list[torch.Tensor] = []
     stroke_levels: list[int] = []
 
@@ -320,11 +257,13 @@ def paint(
 
     level = 1
 
-    def on_step(loss: float) -> None:
+    def on_step(loss: float, share: float) -> None:
+        # a window-search step that moves only some patches counts as that share of a step
         nonlocal step
-        step += 1
+        step += share
         if progress is not None:
-            progress(Progress(level, opts.levels, step, total_steps, loss, lambda: canvas_at(256)))
+            shown = min(total_steps, round(step))
+            progress(Progress(level, opts.levels, shown, total_steps, loss, lambda: canvas_at(256)))
 
     for m in range(1, opts.levels + 1):
         side = m * opts.patch
@@ -332,7 +271,12 @@ def paint(
         msk = _patches(resize(mask.to(device), side, side), m) if mask is not None else None
         bg = _patches(canvas_at(side), m)
         level = m
-        params = _search_level(raster, tgt, bg, msk, k, iters, opts.lr, opts.error_power, gen, loss_fn, on_step)
+        if opts.search == "window":
+            params = search_window(raster, brush, tgt, bg, msk, k, iters, opts.window, opts.sweep, opts.lr,
+                                   opts.error_power, gen, loss_fn, on_step)
+        else:
+            params = search_joint(raster, brush, tgt, bg, msk, k, iters, opts.lr, opts.error_power, gen, loss_fn,
+                                  on_step)
         if stylist is not None:
             params = stylist.restyle(params, raster, bg, tgt, msk)
         # patch (i, j) covers [j/m, (j+1)/m] x [i/m, (i+1)/m] of the canvas
@@ -411,7 +355,7 @@ class _Stylist:
         if opts.style_mode == "color":
             frozen[self.colour_index] = False
         for _ in range(opts.style_iterations):
-            pred = _paint_patches(raster, x, bg)
+            pred = paint_patches(raster, x, bg)
             loss = opts.content_weight * l1_loss(pred, tgt, msk) + opts.style_weight * self.loss(pred)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
