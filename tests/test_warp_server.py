@@ -15,6 +15,7 @@ import signal
 import threading
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -76,6 +77,16 @@ def test_a_styled_warp_runs_its_stylize_step_on_the_sidecar(server, images):
         # the saved field warps another picture the same way, without the model
         again = client.run("warp", {"content": images["content"], "apply": plain.files["flow"]})
         np.testing.assert_array_equal(_decoded(again.images["image"]), _decoded(plain.images["image"]))
+        # ... and the server checks only the models a request runs: --apply needs none, so naming a model this
+        # server does not serve is no error there, while a new warp with it is refused with the model's name
+        elsewhere = client.run("warp", {"content": images["content"], "apply": plain.files["flow"]},
+                               {"model": "warp_not_served"})
+        np.testing.assert_array_equal(_decoded(elsewhere.images["image"]), _decoded(plain.images["image"]))
+        with pytest.raises(grpc.RpcError) as refused:
+            client.run("warp", {"content": images["content"], "geometry": images["geometry"]},
+                       {"model": "warp_not_served"})
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "warp_not_served" in refused.value.details()
 
 
 def test_cancelling_a_styled_warp_stops_its_step_and_the_server_goes_on(server, images):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -243,6 +243,9 @@ class OpSpec:
     run: Callable[[RunContext, dict, Any, set[str]], OpOutcome]  # (ctx, images, options, wanted outputs)
     runs_in: str = "sidecar"  # sidecar (torch optimisation) | engine (feed-forward ONNX models)
     models: tuple[str, ...] = ()  # repository models an engine op needs
+    # the models one request runs, from its options and the slots it gives (default: ``models``): a server refuses a
+    # request only for a model that request would use (``warp --apply`` runs no model)
+    needs: Callable[[Any, frozenset[str]], tuple[str, ...]] | None = None
     # op-specific rules beyond each option's range: (options, image sizes {slot: (H, W)}, max_side, label) -> None,
     # raising an InvalidArgument error (impasto.runtime.errors) whose message spells fields with label(name)
     check: Callable[[Any, dict[str, tuple[int, int]], int, Callable[[str], str]], None] | None = None
@@ -261,6 +264,10 @@ class OpSpec:
 
     def option_specs(self) -> list[OptionSpec]:
         return options_of(self.options)
+
+    def models_for(self, options: Any, given: Iterable[str]) -> tuple[str, ...]:
+        """The repository models a request with these options and image slots runs."""
+        return self.models if self.needs is None else self.needs(options, frozenset(given))
 
     def slot(self, name: str) -> ImageSlot:
         return next(s for s in self.images if s.name == name)

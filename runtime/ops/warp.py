@@ -239,5 +239,6 @@ WARP = register_op(OpSpec(
     run=_run,
     runs_in="engine",
     models=(DEFAULT_MODEL,),
+    needs=lambda options, given: () if "apply" in given else (options.model,),
     check=_check,
 ))

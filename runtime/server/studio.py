@@ -81,8 +81,9 @@ class Studio:
         return self.jobs.submit(spec, request, legacy, owner=principal)
 
     def _check(self, spec: OpSpec, request: pb.OpRequest) -> None:
-        prepare(spec, convert.op_request(request), RunContext(max_side=self.max_side))
-        missing = [m for m in spec.models if m not in self.models.models]
+        op_request = convert.op_request(request)
+        options, _ = prepare(spec, op_request, RunContext(max_side=self.max_side))
+        missing = [m for m in spec.models_for(options, op_request.images) if m not in self.models.models]
         if missing:
             raise convert.WireError(f"op '{spec.name}' needs model '{missing[0]}', which this server does not serve "
                                     "(export it into the model repository: `impasto export`)")
