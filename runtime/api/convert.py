@@ -12,6 +12,7 @@ RGB or BGR order, sRGB or linear, top-down or bottom-up rows) and leave as PNG. 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,10 +223,11 @@ def option_infos(spec: OpSpec) -> list[pb.OptionInfo]:
 
 def op_info(spec: OpSpec) -> pb.OpInfo:
     """An op's Capabilities entry. A slot another can stand in for (``ImageSlot.unless``: warp's geometry, or a flow
-    file to apply) is not always needed, so it reads as optional; the op says what is missing when neither comes."""
+    file to apply) is not always needed, so it reads as optional; the op says what is missing when neither comes.
+    ``live``: the op's fast settings (:attr:`OpSpec.live`), each value JSON-encoded (``true``, ``0``, ``"oil"``)."""
     return pb.OpInfo(
         name=spec.name, help=spec.help, description=spec.description, options=option_infos(spec), job=True,
-        runs_in=spec.runs_in, models=list(spec.models),
+        runs_in=spec.runs_in, models=list(spec.models), live={name: json.dumps(value) for name, value in spec.live},
         images=[pb.ImageSlotInfo(name=s.name, role=s.role, required=s.required and s.unless is None,
                                  same_size_as=s.same_size_as or "",
                                  together_with=s.together_with or "", min_side=s.min_side, help=s.help,

@@ -472,7 +472,14 @@ class OutputInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., filename: _Optional[str] = ..., mime: _Optional[str] = ..., on_request: bool = ..., place: _Optional[str] = ..., help: _Optional[str] = ..., series: bool = ...) -> None: ...
 
 class OpInfo(_message.Message):
-    __slots__ = ("name", "description", "options", "images", "outputs", "runs_in", "models", "job", "help")
+    __slots__ = ("name", "description", "options", "images", "outputs", "runs_in", "models", "job", "help", "live")
+    class LiveEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -482,6 +489,7 @@ class OpInfo(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     HELP_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     options: _containers.RepeatedCompositeFieldContainer[OptionInfo]
@@ -491,7 +499,8 @@ class OpInfo(_message.Message):
     models: _containers.RepeatedScalarFieldContainer[str]
     job: bool
     help: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[ImageSlotInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[OutputInfo, _Mapping]]] = ..., runs_in: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., job: bool = ..., help: _Optional[str] = ...) -> None: ...
+    live: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[OptionInfo, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[ImageSlotInfo, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[OutputInfo, _Mapping]]] = ..., runs_in: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., job: bool = ..., help: _Optional[str] = ..., live: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class BrushInfo(_message.Message):
     __slots__ = ("name", "fields")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from impasto.runtime.errors import NotFound
-from impasto.train.options import OptionSpec, options_of
+from impasto.train.options import OptionError, OptionSpec, options_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ ALPHA = "rgba"  # how a slot with ``alpha=True`` is decoded (ImageSource.decode'
 # decoded with their alpha, (4, H, W) RGBA: colour hints, sketches and line art (strokes on a transparent layer), and
 # the slots that keep their alpha (ALPHA)
 RGBA_ROLES = ("hints", "sketch", "lineart", ALPHA)
+_KIND_TEXT = {"bool": "true or false", "int": "a whole number", "float": "a number", "string": "text"}  # OpSpec.live
 
 
 class UnknownOpError(NotFound):
@@ -250,10 +251,14 @@ class OpSpec:
     # raising an InvalidArgument error (impasto.runtime.errors) whose message spells fields with label(name)
     check: Callable[[Any, dict[str, tuple[int, int]], int, Callable[[str], str]], None] | None = None
     internal: Callable[[RunContext], dict[str, Any]] | None = None  # option-dataclass fields set from the context
+    # the op's fast settings, (option name, value) pairs that a live (paint-and-see) run sets over the user's values
+    # (paint: ``(("predict", True), ("refine", 0))``); non-empty, the add-ons offer Live mode whatever the slots
+    live: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.runs_in not in ("sidecar", "engine"):
             raise ValueError(f"op '{self.name}': runs_in must be 'sidecar' or 'engine'")
+        self._check_live()
         for what, names in (("image slot", [s.name for s in self.images]), ("output", [o.name for o in self.outputs])):
             if len(set(names)) != len(names):
                 raise ValueError(f"op '{self.name}': {what} names must be unique")
@@ -262,8 +267,39 @@ class OpSpec:
             if slot.unless is not None and slot.unless not in optional:
                 raise ValueError(f"op '{self.name}': slot '{slot.name}' unless '{slot.unless}': name an optional slot")
 
+    def _check_live(self) -> None:
+        """Each live setting names a user-facing option once, with a value of its type that the option accepts."""
+        if not self.live:
+            return
+        specs = {o.name: o for o in options_of(self.options)}
+        seen: set[str] = set()
+        for entry in self.live:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str)):
+                raise ValueError(f"op '{self.name}': live holds (option name, value) pairs, got {entry!r}")
+            name, value = entry
+            label = f"op '{self.name}': live setting '{name}'"
+            if name not in specs:
+                raise ValueError(f"{label}: not one of the op's options ({', '.join(specs) or 'none'})")
+            if name in seen:
+                raise ValueError(f"{label}: given twice")
+            seen.add(name)
+            spec = specs[name]
+            kinds = (int, float) if spec.type is float else (spec.type,)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and spec.type is not bool):
+                raise ValueError(f"{label} must be {_KIND_TEXT[spec.type_name]}, got {value!r}")
+            try:
+                spec.check(value, label)
+            except OptionError as e:
+                raise ValueError(str(e)) from None
+
     def option_specs(self) -> list[OptionSpec]:
         return options_of(self.options)
+
+    @property
+    def live_options(self) -> dict[str, Any]:
+        """The live settings as request options (name -> value): a live run's options are the user's, updated with
+        these."""
+        return dict(self.live)
 
     def models_for(self, options: Any, given: Iterable[str]) -> tuple[str, ...]:
         """The repository models a request with these options and image slots runs."""

@@ -172,8 +172,8 @@ class ImpastoDocker(DockWidget):
     # --- live mode (live.py) ------------------------------------------------------------------
 
     def live_toggled(self, form: OpForm, on: bool) -> None:
-        """Live on: watch the active layer of the active document (the source: labels, line art) and
-        the layer chosen for the form's hints slot, if any; off: stop watching."""
+        """Live on: watch the active layer of the active document (the source: labels, line art, a picture)
+        and the layer chosen for the form's hints slot, if any; off: stop watching."""
         if not on:
             if self.live_form is form:
                 self.live.stop()
@@ -181,7 +181,7 @@ class ImpastoDocker(DockWidget):
             return
         doc = Krita.instance().activeDocument()
         node = doc.activeNode() if doc is not None else None
-        what = "line art" if form.live_slot else "labels"
+        what = form.live_source()
         if node is None or node.type() != "paintlayer":
             form.live.setChecked(False)
             self.message.setText(f"live: select the paint layer with the {what} first")
@@ -213,7 +213,8 @@ class ImpastoDocker(DockWidget):
     def run(self, form: OpForm | None = None, doc=None, source=None, live: bool = False) -> None:
         """Run ``form`` (the chosen op's) on ``source`` (the active layer) of ``doc`` (the active document).
 
-        ``live``: started by live mode; the result replaces the previous live result layer.
+        ``live``: started by live mode: the op's live settings (its fast settings) go over the form's options,
+        and the result replaces the previous live result layer.
         """
         form = form or self.form
         if form is None:
@@ -224,12 +225,11 @@ class ImpastoDocker(DockWidget):
             return
         doc = doc if doc is not None else Krita.instance().activeDocument()
         try:
-            request = form.request(doc, source if source is not None else doc.activeNode() if doc is not None else None)
+            request = form.request(doc, source if source is not None else doc.activeNode() if doc is not None else None,
+                                   live=live)
         except document.UnsupportedDocument as e:
             self.message.setText(f"live: {e}" if live else str(e))
             return
-        if live:
-            request.live, request.name = True, f"impasto {request.op} (live)"
         self.launch(doc, request)
 
     def apply_same(self, form: OpForm | None = None, doc=None, layers: list | None = None) -> None:

@@ -25,8 +25,11 @@ with its form and no new add-on release. The rules:
   an output placed ``under`` the source (colour under line art: the op's point in Krita; with
   it the op's ``layer`` images are left out, unticked they come back above the source); a
   ``series`` output's items (variations) become a layer each, numbered (``document.place_results``);
-- live mode (an engine op with a ``labels`` slot or a ``hints`` slot): a Live check box; the
-  docker re-runs when the source or the layer chosen for the hints slot changes (``live.py``);
+- live mode (an op that declares live settings, whatever it runs in; an engine op with a ``labels``
+  slot or a ``hints`` slot): a Live check box; the docker re-runs when the source or the layer
+  chosen for the hints slot changes (``live.py``). A live run sends the form's options with the
+  op's live settings over them (Capabilities ``live``: option -> JSON value, the op's fast
+  settings: paint's predictor-only painting); Run sends the form's options as they are;
 - a slot whose role is the name of one of the op's ``file`` outputs takes that file back
   (:func:`reuse_links`: warp's ``apply`` slot, role ``flow``, takes the ``flow`` output's .npz):
   it is a file choice, not a layer; the output is asked for at every run (placed only when its
@@ -51,6 +54,7 @@ from PyQt5.QtWidgets import QCheckBox, QFormLayout, QLabel, QPushButton, QWidget
 
 from . import document, labels
 from .fields import FileSlotField, OptionField, SelectionField, SlotField
+from .live import live_box, live_settings
 from .swatches import PaletteField
 
 DOCUMENT_SIZED = ("size", "width", "height")  # int options that follow the document until set by hand
@@ -179,17 +183,13 @@ class OpForm(QWidget):
         if self.label_slots:
             self.palette_field = PaletteField(next(iter(self.palettes.values()), None))
             layout.addRow(self.palette_field)
-        # live mode (live.py): engine ops whose source is a label map, or that take a layer the user paints hints on
+        # live mode (live.py): ops that declare live settings (their fast settings, sent by each live run), engine
+        # ops whose source is a label map, or that take a layer the user paints hints on
         self.live_slot = next((n for n, f in self.slots.items()
                                if isinstance(f, SlotField) and f.info.get("role") in LIVE_ROLES), None)
-        if (self.label_slots or self.live_slot) and info.get("runs_in") == "engine":
-            watched = f"the {self.live_slot} layer" if self.live_slot else "the label layer"
-            self.live = QCheckBox(f"Live: run again when {watched} changes")
-            self.live.setObjectName("live")
-            self.live.setToolTip("watches the active layer" + (f" and the layer chosen for {self.live_slot}"
-                                                               if self.live_slot else "")
-                                 + " while on; each change (after a pause in painting) replaces the live result "
-                                 "layer; one request at a time")
+        self.live_options = live_settings(info)
+        if self.live_options or ((self.label_slots or self.live_slot) and info.get("runs_in") == "engine"):
+            self.live = live_box(self.live_slot, bool(self.label_slots), self.live_options)
             layout.addRow(self.live)
 
         # options whose values the model lists (class names): an editable drop-down of the chosen model's list
@@ -330,9 +330,12 @@ class OpForm(QWidget):
                 parts.append(str(value))
         return f"impasto {self.op} ({', '.join(parts)})" if parts else f"impasto {self.op}"
 
-    def request(self, doc, source) -> Request:
+    def request(self, doc, source, live: bool = False) -> Request:
         """Read everything the job needs from Krita (main thread); user errors raise
-        :class:`document.UnsupportedDocument` with the message to show."""
+        :class:`document.UnsupportedDocument` with the message to show.
+
+        ``live``: a run of live mode: the op's live settings go over the form's options, and the result is
+        named to replace the previous live result (``impasto OP (live)``)."""
         document.check_document(doc)
         selection = [name for name, f in self.slots.items() if isinstance(f, SelectionField) and f.get()]
         if self.source is not None:
@@ -384,11 +387,14 @@ class OpForm(QWidget):
             snapped += changed
         self.fit_document(doc)
         options = self.values()
+        layer_name = f"impasto {self.op} (live)" if live else self.layer_name(options)
+        if live:
+            options.update(self.live_options)
         wanted = self.wanted()
         keep = {o["name"]: slot for slot, o in self.links.items()}
         kept_only = [name for name in keep if name not in wanted]
-        return Request(self.op, images, options, wanted + kept_only, inputs, source, self.layer_name(options),
-                       list(self.info.get("outputs", [])), snapped, keep=keep, kept_only=kept_only)
+        return Request(self.op, images, options, wanted + kept_only, inputs, source, layer_name,
+                       list(self.info.get("outputs", [])), snapped, live=live, keep=keep, kept_only=kept_only)
 
     # --- "Apply the same OP" --------------------------------------------------------------------
 
@@ -457,6 +463,10 @@ class OpForm(QWidget):
         role = slot.get("role", "image")
         return {"image": "picture", "labels": "label", "lineart": "line-art"}.get(role, role)
 
+    def live_source(self) -> str:
+        """What live mode watches as the source, in the docker's messages: labels, line art, the picture."""
+        return "line art" if self.live_slot else "labels" if self.label_slots else self._source_role()
+
     def live_layers(self) -> list:
         """The layers live mode watches besides the source: the layer chosen for the hints slot, if any.
 
@@ -476,7 +486,7 @@ class OpForm(QWidget):
                 "outputs": {name: {"label": box.text(), "help": box.toolTip(), "checked": box.isChecked()}
                             for name, box in self.outputs.items()},
                 "palette": self.palette_field.describe() if self.palette_field is not None else None,
-                "live": self.live is not None, "live_slot": self.live_slot,
+                "live": self.live is not None, "live_slot": self.live_slot, "live_options": self.live_options,
                 "reuse": {slot: out["name"] for slot, out in self.links.items()},
                 "apply_button": self.apply_button.text() if self.apply_button is not None else None}
 

@@ -8,16 +8,50 @@ BGRA bytes: under a millisecond for 512 x 512) and asks the docker to run once t
 have changed since the last run **and** have stayed the same for one whole interval (a
 pause in painting: no request per dab while a stroke goes on). It never starts a request
 while one is in flight; the docker puts each live result in place of the previous one.
+
+An op may declare **live settings** (Capabilities ``live``: option name -> JSON value), its fast
+settings (paint: the stroke predictor alone, no search): each live run sends the form's options
+with those over them, so a painting follows the layer in about a second; Run sends the form as it is.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Callable
 
 from PyQt5.QtCore import QObject, QTimer
+from PyQt5.QtWidgets import QCheckBox
 
 INTERVAL_MS = 500
+
+
+def live_settings(info: dict) -> dict:
+    """The options a live run of the op ``info`` (its Capabilities entry) sets: ``live``, name -> JSON-encoded
+    value, decoded, in the order of the op's options (a map keeps none); a value that is not JSON is left out
+    (the run keeps the form's value)."""
+    order = {o.get("name"): i for i, o in enumerate(info.get("options", []))}
+    found = {}
+    for name, text in sorted((info.get("live") or {}).items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
+        try:
+            found[str(name)] = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+    return found
+
+
+def live_box(hints_slot: str | None, labels: bool, settings: dict) -> QCheckBox:
+    """A form's Live check box: what it watches (the source, and the layer of ``hints_slot``: colour hints),
+    and in its tooltip the live ``settings`` each live run sends."""
+    watched = f"the {hints_slot} layer" if hints_slot else "the label layer" if labels else "the layer"
+    box = QCheckBox(f"Live: run again when {watched} changes")
+    box.setObjectName("live")
+    sets = ", ".join(f"{name}={json.dumps(value)}" for name, value in settings.items())
+    box.setToolTip("watches the active layer" + (f" and the layer chosen for {hints_slot}" if hints_slot else "")
+                   + " while on; each change (after a pause in painting) replaces the live result layer; one "
+                   "request at a time" + (f"; a live run sets {sets} (the fast settings), Run uses the form as it "
+                                          "is" if sets else ""))
+    return box
 
 
 class LiveMode(QObject):
