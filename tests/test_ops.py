@@ -88,6 +88,7 @@ def _expected_info(spec) -> dict:
                     s.min_side, s.unless or "") for s in spec.images],
         "outputs": [(o.name, o.kind, o.filename, o.mime, o.on_request, o.place) for o in spec.outputs],
         "runs_in": spec.runs_in,
+        "live": {n: json.dumps(v) for n, v in spec.live},
     }
 
 
@@ -106,6 +107,7 @@ def test_capabilities_over_grpc_and_http_describe_every_op_as_its_definition(ser
                        for s in info.images],
             "outputs": [(o.name, o.kind, o.filename, o.mime, o.on_request, o.place) for o in info.outputs],
             "runs_in": info.runs_in,
+            "live": dict(info.live),
         }
         assert got == _expected_info(spec), name
         web = next(op for op in http["ops"] if op["name"] == name)

@@ -231,3 +231,60 @@ def test_cli_builds_from_photo_folders(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "impasto", "data", "build", "warp", "-o", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and "--fetch DIR" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --- unrelated pairs -------------------------------------------------------------------------------
+
+
+def test_unrelated_pairs_are_two_different_photos_without_a_known_flow(tmp_path):
+    root = _layout(tmp_path / "d", n=6)
+    # strength 0: the exemplar's warp is the identity, so it is exactly another photo's centred square
+    data = build_warp_dataset(root, "train", 32, artistic_p=0.0, strength=0.0, unrelated=1.0, augment=False)
+    pictures = [data.picture(i) for i in range(len(data))]
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for i in range(len(data)):
+            item = data[i]
+            assert float(item["known"]) == 0.0 and not item["flow"].any()
+            assert torch.allclose(item["content"], pictures[i])
+            others = [j for j, p in enumerate(pictures) if torch.allclose(item["exemplar"], p, atol=1e-6)]
+            assert len(others) == 1 and others[0] != i
+    again = build_warp_dataset(root, "train", 32, artistic_p=0.0, strength=0.0, unrelated=1.0, augment=False)
+    again.set_epoch(2)
+    assert all(torch.equal(data[i][k], again[i][k]) for i in range(len(data)) for k in data[i])  # repeatable
+
+
+def test_unrelated_share_and_the_default_leaves_items_as_they_were(tmp_path):
+    root = _layout(tmp_path / "d", n=6)
+    plain = build_warp_dataset(root, "train", 32, augment=True)
+    zero = build_warp_dataset(root, "train", 32, augment=True, unrelated=0.0)
+    half = build_warp_dataset(root, "train", 32, augment=True, unrelated=0.5)
+    known = []
+    for epoch in range(8):
+        for d in (plain, zero, half):
+            d.set_epoch(epoch)
+        for i in range(len(plain)):
+            a, b = plain[i], zero[i]
+            assert float(a["known"]) == 1.0 and all(torch.equal(a[k], b[k]) for k in a)
+            item = half[i]
+            known.append(float(item["known"]))
+            if item["known"]:  # a related pair of the half set is still a warp of its content
+                assert torch.allclose(apply_flow(item["content"], item["flow"]).clamp(0, 1), item["exemplar"],
+                                      atol=2 / 255) or len(half.photos[i].artistic) > 0
+    assert 0.3 < 1 - np.mean(known) < 0.7  # about half of 48 items unrelated
+
+
+def test_unrelated_sides_can_be_restyled_copies_and_bad_shares_are_named(tmp_path):
+    root = _layout(tmp_path / "d", n=6)
+    data = build_warp_dataset(root, "train", 32, artistic_p=1.0, strength=0.0, unrelated=1.0, augment=False)
+    for i in range(len(data)):
+        item, photo = data[i], data.picture(i)
+        has_copy = int(data.photos[i].name[1:]) % 2 == 0
+        assert torch.allclose(item["content"], 1 - photo if has_copy else photo, atol=2 / 255)
+    with pytest.raises(DataError, match="unrelated must be a share in"):
+        build_warp_dataset(root, "train", 32, unrelated=1.5)
+    (tmp_path / "one" / "photos").mkdir(parents=True)
+    _picture(np.random.default_rng(0), 40, 40).save(tmp_path / "one" / "photos" / "only.png")
+    (tmp_path / "one" / "splits.json").write_text(json.dumps({"train": ["only"], "val": []}))
+    with pytest.raises(DataError, match="unrelated pairs need at least 2 photos"):
+        build_warp_dataset(tmp_path / "one", "train", 32, unrelated=0.5)

@@ -193,3 +193,71 @@ def test_torchrun_two_cpu_processes_train_one_estimator(data, tmp_path):
     assert single["world_size"] == 1
     a, b = ckpt["model"], _estimator_state(tmp_path / "one")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_endpoint_error_weights_score_only_the_known_pairs():
+    torch.manual_seed(0)
+    flow, true = torch.randn(3, 2, 4, 4, requires_grad=True), torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        weighted = endpoint_error(flow, true, 16, torch.tensor([1.0, 0.0, 1.0]))
+        assert float(weighted) == pytest.approx(float(endpoint_error(flow[[0, 2]], true[[0, 2]], 16)), rel=1e-5)
+        assert float(endpoint_error(flow, true, 16, torch.ones(3))) == pytest.approx(
+            float(endpoint_error(flow, true, 16)), rel=1e-5)
+    none = endpoint_error(flow, true, 16, torch.zeros(3))
+    none.backward()
+    assert float(none.detach()) == 0.0 and not flow.grad.any()
+    with pytest.raises(ValueError, match="weights must be"):
+        endpoint_error(flow, true, 16, torch.ones(2))
+
+
+def test_unrelated_pairs_train_without_the_known_flow_term(data, tmp_path):
+    first = train_warp(_config(data, tmp_path / "a", steps=4, supervised=1.0, lr=3e-3), progress=False)
+    assert first["epe"] > 0
+    # every training pair unrelated: the known-flow term has nothing to score (0), the objective still trains,
+    # and validation still scores synthetic pairs with their known flow (the val split has no unrelated pairs)
+    summary = train_warp(_config(data, tmp_path / "u", steps=4, supervised=1.0, lr=3e-3, unrelated=1.0,
+                                 init=first["weights"]), progress=False)
+    assert summary["epe"] == 0.0 and summary["objective"] > 0
+    assert summary["n_synthetic"] == 4 and summary["epe_identity"] > 0
+    from impasto.train.models.weights_io import read_warp_metadata
+
+    _, meta = read_warp_metadata(summary["weights"])
+    assert "fine-tuned from" in meta["data"] and "1 of the pairs unrelated" in meta["data"]
+    train = build_warp_dataset(data, "train", 32, unrelated=1.0)
+    val = build_warp_dataset(data, "val", 32)
+    warper = _warper_of(summary["weights"])
+    assert evaluate_warp(warper, train, limit=4, dis=False)["n_synthetic"] == 0  # no known flow: not scored
+    assert evaluate_warp(warper, val, limit=4, dis=False)["n_synthetic"] == 4
+
+
+def _warper_of(path: str):
+    from impasto.train.models.warper import Warper, build_features
+    from impasto.train.models.weights_io import load_warp
+
+    estimator, config = load_warp(path)
+    return Warper(build_features(config, features="random"), estimator)
+
+
+def test_init_starts_from_a_weights_file_or_a_checkpoint(data, tmp_path):
+    from impasto.train.loops.warp import load_init
+    from impasto.train.models.warper import build_estimator
+    from impasto.train.models.weights_io import load_warp
+
+    first = train_warp(_config(data, tmp_path / "a", steps=4, supervised=1.0, lr=3e-3), progress=False)
+    stored, _ = load_warp(first["weights"])
+    cfg = _config(data, tmp_path / "b")
+    for source in (first["weights"], first["checkpoint"]):
+        estimator = build_estimator(cfg.model_config())
+        load_init(estimator, source)
+        got = estimator.state_dict()
+        assert all(torch.allclose(got[k], v, atol=2e-3) for k, v in stored.state_dict().items()), source
+    # one step at a negligible learning rate from the file: the result is the file, not a fresh estimator
+    tuned = train_warp(_config(data, tmp_path / "b", steps=1, lr=1e-9, init=first["weights"]), progress=False)
+    after, fresh = _estimator_state(tmp_path / "b"), build_warper_state(cfg)
+    assert all(torch.allclose(after[k], v, atol=2e-3) for k, v in stored.state_dict().items())
+    assert not all(torch.allclose(after[k], fresh[k], atol=2e-3) for k in after)
+    assert tuned["resumed_from"] == 0
+    with pytest.raises(OptionError, match="--init .* no such file"):
+        train_warp(_config(data, tmp_path / "c", init=str(tmp_path / "nope.safetensors")), progress=False)
+    with pytest.raises(OptionError, match="--init .* does not fit"):
+        train_warp(_config(data, tmp_path / "d", width=12, init=first["weights"]), progress=False)

@@ -8,14 +8,23 @@ the photo's geometry). An optional ``ROOT/splits.json`` (``{"train": [NAME...], 
 ``ROOT/manifest.json`` carries each photo's origin, licence and attribution (the builder writes
 it; the dataset does not need it).
 
-**Items** are dicts of tensors, ``content`` (3, S, S) and ``exemplar`` (3, S, S) in [0, 1] and
-``flow`` (2, S, S), the true flow in the convention of :mod:`impasto.train.data.warps`:
+**Items** are dicts of tensors, ``content`` (3, S, S) and ``exemplar`` (3, S, S) in [0, 1],
+``flow`` (2, S, S) and ``known`` (a scalar, 1.0 where ``flow`` is the pair's true flow). The
+flow is in the convention of :mod:`impasto.train.data.warps`:
 ``exemplar = apply_flow(base, flow)`` where ``base`` is the content's picture, so a perfect
 warper given (content, exemplar) predicts ``flow``. Both sides are the same square crop of
 one photo (random, 70-100 % of its short side, and flipped, on the train split; the centred
 square on val); with probability ``artistic_p`` one side (either, at random) is that crop of a
 restyled copy instead, so the warper learns to match shapes across painting styles (the
 paper's artistic augmentation). Flows come from :func:`~impasto.train.data.warps.sample_flow`.
+
+**Unrelated pairs** (``unrelated``, a share of the items; 0 by default): the content is a crop of
+the photo and the exemplar a warped crop of **another** photo of the split (either side a restyled
+copy with probability ``artistic_p``: the paper's content/painting pairs). No flow relates them:
+``flow`` is zero and ``known`` 0.0, so a trainer leaves them out of any known-flow term and only
+the self-supervised objective and the smoothness apply. They are what the warper meets in use
+(two different pictures); trained on warps of one photo alone it learns to trust every strong
+match, and pulls cells onto isolated matches between unrelated pictures.
 
 All randomness of item ``i`` comes from ``numpy.random.default_rng((seed, i))``: an item is
 the same on every worker and after a resume, and the val items are a fixed set;
@@ -133,7 +142,7 @@ class WarpDataset(Dataset):
 
     def __init__(self, photos: list[WarpPhoto], side: int, *, augment: bool, artistic_p: float = 0.5,
                  seed: int = 0, kind: str = "mixed", max_shift: float = 1.0, strength: float = 1.0,
-                 name: str = "dataset") -> None:
+                 unrelated: float = 0.0, name: str = "dataset") -> None:
         if not photos:
             raise DataError(f"{name} has no photos")
         if not 16 <= side <= 2048:
@@ -146,6 +155,11 @@ class WarpDataset(Dataset):
             raise DataError(f"max_shift must be in (0, 2] (half-sides), got {max_shift}")
         if not 0.0 <= strength <= 2.0:
             raise DataError(f"strength must be in [0, 2], got {strength}")
+        if not 0.0 <= unrelated <= 1.0:
+            raise DataError(f"unrelated must be a share in [0, 1], got {unrelated}")
+        if unrelated and len(photos) < 2:
+            raise DataError(f"{name}: unrelated pairs need at least 2 photos, it has {len(photos)}")
+        self.unrelated = unrelated
         self.photos, self.side, self.augment, self.artistic_p = list(photos), side, augment, artistic_p
         self.seed, self.kind, self.max_shift, self.strength, self.name = seed, kind, max_shift, strength, name
         self.epoch = 0
@@ -193,8 +207,30 @@ class WarpDataset(Dataset):
         box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
         return torch.from_numpy(self._square(picture, box, False))
 
+    def _side(self, photo: WarpPhoto, rng: np.random.Generator) -> np.ndarray:
+        """A random crop (train) or the centred square (val) of ``photo``, or of one of its restyled copies with
+        probability ``artistic_p``: one side of an unrelated pair."""
+        picture = self._read(photo, photo.path)
+        box, flip = self._box(picture.shape[:2], rng)
+        if photo.artistic and rng.random() < self.artistic_p:
+            picture = self._read(photo, photo.artistic[int(rng.integers(len(photo.artistic)))], picture.shape)
+        return self._square(picture, box, flip)
+
+    def _unrelated_item(self, i: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Photo ``i`` against a warped crop of another photo: no known flow (module docstring)."""
+        j = int(rng.integers(len(self.photos) - 1))
+        j += j >= i  # any photo but i
+        content = self._side(self.photos[i], rng)
+        other = self._side(self.photos[j], rng)
+        exemplar = np.clip(apply_flow(other, sample_flow(rng, self.side, self.kind, self.max_shift, self.strength)),
+                           0.0, 1.0)
+        return {"content": torch.from_numpy(content), "exemplar": torch.from_numpy(np.ascontiguousarray(exemplar)),
+                "flow": torch.zeros(2, self.side, self.side), "known": torch.tensor(0.0)}
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = self._rng(i)
+        if self.unrelated and rng.random() < self.unrelated:  # no draw at 0: the items stay those of before
+            return self._unrelated_item(i, rng)
         photo = self.photos[i]
         picture = self._read(photo, photo.path)
         box, flip = self._box(picture.shape[:2], rng)
@@ -209,14 +245,15 @@ class WarpDataset(Dataset):
         flow = sample_flow(rng, self.side, self.kind, self.max_shift, self.strength)
         exemplar = np.clip(apply_flow(base, flow), 0.0, 1.0)
         return {"content": torch.from_numpy(content), "exemplar": torch.from_numpy(np.ascontiguousarray(exemplar)),
-                "flow": torch.from_numpy(flow)}
+                "flow": torch.from_numpy(flow), "known": torch.tensor(1.0)}
 
 
 def build_warp_dataset(root: str | Path, split: str = "train", side: int = 128, *, artistic_p: float = 0.5,
                        seed: int = 0, kind: str = "mixed", max_shift: float = 1.0, strength: float = 1.0,
-                       augment: bool | None = None) -> WarpDataset:
+                       unrelated: float = 0.0, augment: bool | None = None) -> WarpDataset:
     """The warp dataset of the layout at ``root`` (module docstring): random crops and flips for the train
-    split, the centred square for val (``augment`` overrides either way)."""
+    split, the centred square for val (``augment`` overrides either way); ``unrelated`` the share of pairs
+    of two different photos (no known flow)."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
     root = Path(root)
@@ -227,7 +264,7 @@ def build_warp_dataset(root: str | Path, split: str = "train", side: int = 128, 
         raise DataError(f"warp root '{root}' has no photos in the {split} split")
     return WarpDataset(photos, side, augment=split == "train" if augment is None else augment,
                        artistic_p=artistic_p, seed=seed, kind=kind, max_shift=max_shift, strength=strength,
-                       name=f"warp {root} ({split})")
+                       unrelated=unrelated, name=f"warp {root} ({split})")
 
 
 # -- the builder -------------------------------------------------------------------------------------

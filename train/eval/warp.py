@@ -98,7 +98,7 @@ def evaluate_warp(warper: torch.nn.Module, synthetic: Dataset | Sequence[dict] =
     """Scores of ``warper`` (a :class:`~impasto.train.models.warper.Warper`), identity and DIS (module docstring).
 
     ``synthetic``: items with ``content``, ``exemplar`` (3, S, S) and ``flow`` (2, S, S), the first
-    ``limit`` of them; ``real``: (content, exemplar) pairs at (3, S, S). ``dis``: score DIS (None:
+    ``limit`` of them, less those whose ``known`` is 0 (pairs of unrelated photos: no true flow); ``real``: (content, exemplar) pairs at (3, S, S). ``dis``: score DIS (None:
     when OpenCV is installed). Keys: ``epe_M``, ``pckAA_M`` (AA = alpha in hundredths) and
     ``objective_M`` on synthetic pairs, ``real_objective_M`` on real ones, for M in model,
     identity and dis; ``n_synthetic`` and ``n_real``.
@@ -115,6 +115,8 @@ def evaluate_warp(warper: torch.nn.Module, synthetic: Dataset | Sequence[dict] =
     was_training = warper.training
     warper.eval()
     n = len(synthetic) if limit is None else min(limit, len(synthetic))  # type: ignore[arg-type]
+    pairs_known = [it for it in (synthetic[i] for i in range(n)) if float(it.get("known", 1.0)) > 0]
+    n = len(pairs_known)
     methods = ("model", "identity") + (("dis",) if dis else ())
     sums: dict[str, float] = {}
 
@@ -131,18 +133,17 @@ def evaluate_warp(warper: torch.nn.Module, synthetic: Dataset | Sequence[dict] =
         on_grid = {m: f if f.shape[-1] == g else F.adaptive_avg_pool2d(f, g) for m, f in found.items()}
         return found, on_grid, out
 
-    for chunk in _batches(list(range(n)), batch):
-        items = [synthetic[i] for i in chunk]
+    for items in _batches(pairs_known, batch):
         content = torch.stack([it["content"] for it in items]).to(device)
         exemplar = torch.stack([it["exemplar"] for it in items]).to(device)
         true = torch.stack([it["flow"] for it in items]).to(device)
         found, on_grid, out = flows_of(content, exemplar)
         for m in methods:
-            add(f"epe_{m}", endpoint_error(found[m], true, side), len(chunk))
+            add(f"epe_{m}", endpoint_error(found[m], true, side), len(items))
             for a in alphas:
-                add(f"pck{round(a * 100):02d}_{m}", pck(found[m], true, side, a), len(chunk))
+                add(f"pck{round(a * 100):02d}_{m}", pck(found[m], true, side, a), len(items))
             add(f"objective_{m}", warp_objective(out.content_feats, out.exemplar_feats, on_grid[m], window,
-                                                 temperature), len(chunk))
+                                                 temperature), len(items))
     for pairs in _batches(list(real), batch):
         content = torch.stack([c for c, _ in pairs]).to(device)
         exemplar = torch.stack([e for _, e in pairs]).to(device)

@@ -6,8 +6,13 @@ same cell better than at the cells around it, on every refinement iteration's fl
 iteration starts from the previous one's field, detached, so each learns to improve what it is
 given), plus ``smooth_weight`` x the field's first-difference smoothness. The pairs' true flows
 are never needed for that; ``--supervised W`` adds W x the end-point error to them (pixels at
-the side) for comparison. Only the estimator trains: the VGG-19 features are frozen (the
-user's offline source, as the op reads them).
+the side), over the pairs whose flow is known. ``--unrelated P`` makes a share P of the training
+pairs two different photos (:class:`~impasto.train.data.warp.WarpDataset`: no known flow, the
+objective and the smoothness alone), what the warper meets in use: trained on warps of one photo
+alone it trusts every strong match and pulls cells onto isolated matches between unrelated
+pictures. ``--init FILE`` starts from a warp .safetensors or a checkpoint (fine-tuning; the
+optimiser and the schedule start afresh; a resumed run ignores it). Only the estimator trains:
+the VGG-19 features are frozen (the user's offline source, as the op reads them).
 
 Data: :func:`impasto.train.data.warp.build_warp_dataset` (what ``impasto data build warp``
 writes: photos and restyled copies); each epoch gives every photo a new crop and warp. AdamW,
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -53,7 +59,7 @@ from impasto.train.models.warper import LAYERS, WarpConfig
 from impasto.train.options import OptionError, option
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["TRAINER", "WarpTrainConfig", "run", "train_warp", "warp_loss"]
+__all__ = ["TRAINER", "WarpTrainConfig", "load_init", "run", "train_warp", "warp_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,10 @@ class WarpTrainConfig:
                                "paper's self-supervised objective alone", min=0.0, max=1e4)
     artistic: float = option(0.5, "share of pairs with one side from a restyled copy (where the photo has one)",
                              min=0.0, max=1.0)
+    unrelated: float = option(0.0, "share of training pairs of two different photos (no known flow: the objective "
+                              "and smoothness alone)", min=0.0, max=1.0)
+    init: str = option("", "start from this warp .safetensors or checkpoint.pt (fine-tuning; the same --side, "
+                       "--layer and --width); ignored when --out holds a checkpoint to resume")
     flows: str = option("mixed", "the synthetic warps: affine, tps (thin-plate spline) or mixed", choices=FLOW_KINDS)
     features: str = option("vgg19", "features: vgg19 (ImageNet weights) or random (a stand-in, for tests)",
                            choices=("vgg19", "random"))
@@ -117,10 +127,11 @@ class WarpTrainConfig:
 
 
 def warp_loss(flows: tuple[torch.Tensor, ...], content_feats: torch.Tensor, exemplar_feats: torch.Tensor,
-              config: WarpConfig, true_flow: torch.Tensor | None = None, supervised: float = 0.0
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              config: WarpConfig, true_flow: torch.Tensor | None = None, supervised: float = 0.0,
+              known: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The training loss (module docstring) and its terms: the objective and the smoothness averaged over the
-    iterations' flows, and with ``supervised`` > 0 the mean end-point error (pixels) to ``true_flow``."""
+    iterations' flows, and with ``supervised`` > 0 the mean end-point error (pixels) to ``true_flow`` over
+    the pairs where ``known`` (N,) is 1 (all when None)."""
     from impasto.train.losses.warp import endpoint_error, smoothness, warp_objective
 
     k = len(flows)
@@ -132,7 +143,7 @@ def warp_loss(flows: tuple[torch.Tensor, ...], content_feats: torch.Tensor, exem
     if supervised > 0:
         if true_flow is None:
             raise ValueError("supervised training needs the pairs' true flow")
-        epe = sum(endpoint_error(f, true_flow, config.side) for f in flows) / k
+        epe = sum(endpoint_error(f, true_flow, config.side, known) for f in flows) / k
         loss = loss + supervised * epe
         logs["epe"] = epe.detach()
     return loss, logs
@@ -145,9 +156,9 @@ def _datasets(cfg: WarpTrainConfig, model: WarpConfig) -> tuple[Dataset, Dataset
     if not cfg.data:
         raise OptionError("--data is required: a dataset root (make the demo one with `impasto data build warp`)")
     kw = {"artistic_p": cfg.artistic, "seed": cfg.seed, "kind": cfg.flows, "max_shift": model.max_shift}
-    train = build_warp_dataset(cfg.data, "train", model.side, **kw)
+    train = build_warp_dataset(cfg.data, "train", model.side, unrelated=cfg.unrelated, **kw)
     try:
-        val = build_warp_dataset(cfg.data, "val", model.side, **kw)
+        val = build_warp_dataset(cfg.data, "val", model.side, **kw)  # known flows only: EPE and PCK need them
     except DataError as e:  # a handful of photos can leave the hashed 10 % empty
         log.warning("%s; validation uses training pairs (list val photos in %s/splits.json)", e, cfg.data)
         val = None
@@ -180,6 +191,32 @@ def _build(cfg: WarpTrainConfig, model: WarpConfig, device: torch.device):
     features = build_features(model, features=cfg.features).to(device)
     estimator = build_estimator(model).to(device)
     return Warper(features, estimator)
+
+
+def load_init(estimator: torch.nn.Module, path: str | Path) -> None:
+    """Load ``--init``'s estimator weights (a warp .safetensors or a training checkpoint) into ``estimator``;
+    OptionError naming ``--init`` for a missing file or weights of another shape."""
+    from impasto.train.models.weights_io import read_warp_metadata
+
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"--init {path}: no such file (a warp .safetensors or a checkpoint.pt)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            stored, _ = read_warp_metadata(path)
+            state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+        else:
+            ckpt = load_checkpoint(path)
+            if ckpt is None or ckpt.get("task") != "warp":
+                raise ValueError(f"it holds a {ckpt.get('task') if ckpt else None} checkpoint, not a warp one")
+            stored, state = ckpt.get("model_config"), ckpt["model"]
+        estimator.load_state_dict(state)
+    except (ValueError, RuntimeError, OSError, KeyError, pickle.UnpicklingError) as e:
+        raise OptionError(f"--init {path} does not fit this run's estimator (--side, --layer, --width): "
+                          f"{str(e).splitlines()[0]}") from None
+    log.info("warp: starting from %s (stored config %s)", path, stored)
 
 
 def _validate(warper, val: Dataset, cfg: WarpTrainConfig, out: Path, step: int) -> dict[str, float]:
@@ -220,6 +257,8 @@ def _train(cfg: WarpTrainConfig, model: WarpConfig, train: Dataset, val: Dataset
         start = restore(ckpt, estimator, opt)
         history, seconds = list(ckpt["history"]), float(ckpt.get("seconds", 0.0))
         log.info("resumed %s from step %d", ckpt_path, start)
+    elif cfg.init:
+        load_init(estimator, cfg.init)
     step_module = estimator
     if ctx.distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -255,7 +294,8 @@ def _train(cfg: WarpTrainConfig, model: WarpConfig, train: Dataset, val: Dataset
                 feats = warper.features(torch.cat([content, exemplar]))
             content_feats, exemplar_feats = feats[:len(content)], feats[len(content):]
             flows = step_module(exemplar_feats, content_feats)
-            loss, logs = warp_loss(flows, content_feats, exemplar_feats, model, batch["flow"], cfg.supervised)
+            loss, logs = warp_loss(flows, content_feats, exemplar_feats, model, batch["flow"], cfg.supervised,
+                                   batch.get("known"))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(estimator.parameters(), cfg.clip)
@@ -314,8 +354,10 @@ def _save(warper, model: WarpConfig, out: Path, cfg: WarpTrainConfig, metrics: d
     from impasto.train.models.weights_io import save_warp
 
     scores = {k: v for k, v in metrics.items() if k.startswith(("epe_", "pck", "objective_", "real_objective_", "n_"))}
+    data = cfg.data + (f"; fine-tuned from {cfg.init}" if cfg.init else "") + (
+        f"; {cfg.unrelated:g} of the pairs unrelated photos" if cfg.unrelated else "")
     return save_warp(out / "warp.safetensors", warper.estimator, model, metrics={**scores, "steps": cfg.steps},
-                     data=cfg.data, vgg=vgg_tag(warper.features.vgg))
+                     data=data, vgg=vgg_tag(warper.features.vgg))
 
 
 def run(cfg: WarpTrainConfig, show_progress: bool) -> dict:
@@ -329,7 +371,8 @@ TRAINER = Trainer(
     description="Trains the recurrent warp-field estimator over frozen VGG-19 features with the paper's "
     "self-supervised objective (soft-max correlation of the warped content with the exemplar in a search window, "
     "on every iteration) plus smoothness (--supervised W adds the end-point error to the known flow), on random "
-    "affine and thin-plate-spline warps of photos and their restyled copies (`impasto data build warp`); "
+    "affine and thin-plate-spline warps of photos and their restyled copies (`impasto data build warp`), and "
+    "with --unrelated pairs of different photos (the objective alone); --init FILE fine-tunes a warper; "
     "validates EPE/PCK against the zero flow (--evaluate: and OpenCV DIS, and the objective on real pairs); writes "
     "checkpoint.pt, sample grids and warp.safetensors in --out. Re-running with the same --out resumes. Under "
     "torchrun it trains on every process.",

@@ -15,14 +15,14 @@ Flows follow :mod:`impasto.train.models.warper`'s convention: (N, 2, h, w) backw
 - :func:`smoothness`: the field's first differences (total variation per cell, L1 over dx and dy).
 - :func:`endpoint_error` and :func:`pck`: scores against a known flow, in pixels at ``side``
   with both fields upsampled densely (the grid of a prediction and the dense truth of a
-  synthetic pair compare at any sizes).
+  synthetic pair compare at any sizes). ``endpoint_error`` takes per-pair weights, so a batch
+  mixing pairs with and without a known flow scores only the former.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from impasto.train.models.warper import dense_flow, warp_image
 
 __all__ = ["endpoint_error", "pck", "smoothness", "warp_objective"]
@@ -86,9 +86,20 @@ def _pixel_errors(flow: torch.Tensor, true_flow: torch.Tensor, side: int) -> tor
     return diff.norm(dim=1) * (side / 2.0)  # 1.0 normalised = half the side
 
 
-def endpoint_error(flow: torch.Tensor, true_flow: torch.Tensor, side: int) -> torch.Tensor:
-    """Mean end-point error in pixels at ``side`` x ``side`` (scalar), over every pixel of the batch."""
-    return _pixel_errors(flow, true_flow, side).mean()
+def endpoint_error(flow: torch.Tensor, true_flow: torch.Tensor, side: int,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean end-point error in pixels at ``side`` x ``side`` (scalar), over every pixel of the batch.
+
+    ``weights`` (N,), e.g. 1 where a pair's flow is known and 0 where it is not: the weighted mean of
+    the pairs' mean errors instead (0, still differentiable, when every weight is 0).
+    """
+    errors = _pixel_errors(flow, true_flow, side)
+    if weights is None:
+        return errors.mean()
+    weights = weights.to(errors.device, errors.dtype).reshape(-1)
+    if weights.shape[0] != errors.shape[0] or bool((weights < 0).any()):
+        raise ValueError(f"weights must be (N,) >= 0 for a batch of {errors.shape[0]}, got {tuple(weights.shape)}")
+    return (errors.mean((1, 2)) * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
 def pck(flow: torch.Tensor, true_flow: torch.Tensor, side: int, alpha: float = 0.1) -> torch.Tensor:
