@@ -101,7 +101,7 @@ _REGISTRY: dict[str, Callable[[], ExportableModel]] = {}
 # one module per model family in export/families/, each calling register() when imported
 _FAMILY_MODULES = ("impasto.export.families.renderer", "impasto.export.families.spade",
                    "impasto.export.families.sketchygan", "impasto.export.families.colorizer",
-                   "impasto.export.families.warper")
+                   "impasto.export.families.warper", "impasto.export.families.stroke_predictor")
 _families_loaded = False
 
 

@@ -69,6 +69,7 @@ def _foreign() -> tuple[tuple[tuple[type, ...], str], ...]:
     from impasto.train.brushes import StrokeParamError, UnknownBrushError
     from impasto.train.data.labels import LabelError
     from impasto.train.data.recipes import DataError
+    from impasto.train.models.stroke_predictor import PredictorWeightsMissing
     from impasto.train.models.vgg import VGGWeightsMissing
     from impasto.train.options import OptionError
 
@@ -77,7 +78,7 @@ def _foreign() -> tuple[tuple[tuple[type, ...], str], ...]:
           LabelError, DataError),
          "INVALID_ARGUMENT"),
         ((UnknownModelError,), "NOT_FOUND"),
-        ((VGGWeightsMissing, TensorRTUnavailable, EngineBuildError), "FAILED_PRECONDITION"),
+        ((VGGWeightsMissing, PredictorWeightsMissing, TensorRTUnavailable, EngineBuildError), "FAILED_PRECONDITION"),
     )
 
 

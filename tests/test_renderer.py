@@ -17,7 +17,7 @@ from impasto.train.models.weights_io import (
     shipped_renderer_path,
 )
 
-PSNR_FLOOR = 25.0  # dB, mean of foreground and alpha, on held-out strokes
+PSNR_FLOOR = 24.9  # dB, mean of foreground and alpha, on held-out strokes (docs/renderers.md: 25 dB was on a set trained on)
 
 
 @pytest.mark.parametrize("arch", list(ARCHITECTURES))
@@ -130,3 +130,13 @@ def test_shipped_renderer_meets_its_psnr_floor_on_held_out_strokes(brush):
 def test_shipped_renderers_fit_the_size_budget():
     total = sum(shipped_renderer_path(b).stat().st_size for b in BRUSHES)
     assert total <= 24 * 1024 * 1024
+
+
+def test_renderer_batches_differ_by_run_seed_and_the_validation_set_is_no_training_batch():
+    # torch's CPU generator keeps a seed's low 32 bits: (run_seed << 32) + step once gave every run seed the
+    # same batches, and the validation set was the batch of step 2021
+    from impasto.train.data.strokes import training_batch, validation_set
+
+    assert torch.equal(training_batch("oil", 4, 0, 7).params, training_batch("oil", 4, 0, 7).params)
+    assert not torch.equal(training_batch("oil", 4, 0, 7).params, training_batch("oil", 4, 1, 7).params)
+    assert not torch.equal(validation_set("oil", 4).params, training_batch("oil", 4, 0, 2021).params)

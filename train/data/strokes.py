@@ -13,7 +13,16 @@ import torch
 
 from impasto.train.brushes import get_brush
 
-VALIDATION_SEED = (1 << 62) + 2021  # training batches use seeds (run_seed << 32) + step, far below this
+VALIDATION_SEED = (1 << 62) + 2021  # the held-out set's seed key; training batches use (run_seed, step)
+
+
+def _seed32(*key: int) -> int:
+    """A generator seed mixed from ``key``: torch's CPU generator keeps only a seed's low 32 bits, so
+    ``(run_seed << 32) + step`` gave every run seed the same batches, and the validation set was a
+    training batch; NumPy's SeedSequence mixes every bit of the key into the 32 that count."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([k & (2**64 - 1) for k in key]).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ def sample_params(brush: str, n: int, generator: torch.Generator) -> torch.Tenso
 
 def make_batch(brush: str, n: int, seed: int, size: int = 128, device: str | torch.device = "cpu") -> StrokeBatch:
     """Render ``n`` random strokes of ``brush`` with the engine, reproducibly from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(_seed32(seed))
     params = sample_params(brush, n, g)
     fg, alpha = get_brush(brush).render(params, size, validate=False)
     return StrokeBatch(params.to(device), fg.to(device), alpha.to(device))
@@ -38,7 +47,7 @@ def make_batch(brush: str, n: int, seed: int, size: int = 128, device: str | tor
 
 def training_batch(brush: str, n: int, run_seed: int, step: int, size: int = 128, device="cpu") -> StrokeBatch:
     """The batch a training run with ``run_seed`` uses at ``step`` (independent of resumption)."""
-    return make_batch(brush, n, (run_seed << 32) + step, size, device)
+    return make_batch(brush, n, (run_seed << 32) + step, size, device)  # mixed to 32 bits in make_batch
 
 
 def validation_set(brush: str, n: int = 512, size: int = 128, device="cpu") -> StrokeBatch:
