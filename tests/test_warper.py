@@ -323,6 +323,10 @@ def test_export_holds_parity_passes_the_tensorrt_check_and_carries_the_parameter
     graph = onnx.load(str(repo / "warp_tiny" / "1" / "model.onnx"))
     ops = {n.op_type for n in graph.graph.node}
     assert "GridSample" in ops and "Conv" in ops
+    # the export's formulation (WarpGraph): only the flow's own resampling is a GridSample (the feature warps are
+    # MatMuls), and the soft-argmax's softmax runs over the last axis
+    assert sum(n.op_type == "GridSample" for n in graph.graph.node) == TINY.iterations - 1
+    assert all(a.i in (-1, 2) for n in graph.graph.node if n.op_type == "Softmax" for a in n.attribute if a.name == "axis")
     assert next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) == 18
     info = read_model(repo, "warp_tiny")
     assert [(t.name, t.dtype, t.dims) for t in info.inputs] == [("content", "FP32", (3, 64, 64)),
