@@ -7,6 +7,9 @@ default the newest few at a time against a cached canvas (cost linear in strokes
 strokes of the patch so far jointly, as the reference does (see ``paint_search``). All
 patches of a level are one batch. At the end the strokes, mapped to canvas coordinates, are
 rendered by the exact brush engine at any size.
+
+With ``predict`` (issue 19) a trained stroke predictor lays the strokes instead, coarse to fine,
+and ``refine`` gives each of them steps of the window search (``paint_predict``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 
 from impasto.runtime.images import resize
 from impasto.runtime.ops.losses import l1_loss, paint_loss
+from impasto.runtime.ops.paint_predict import Predictor, predict_painting, shipped_predictor
 from impasto.runtime.ops.paint_raster import render_cropped
 from impasto.runtime.ops.paint_search import paint_patches, search_joint, search_window
 from impasto.train.brushes import BRUSHES, Brush, get_brush, render_strokes
@@ -38,9 +42,11 @@ class PaintOptions:
 
     brush: str = option("oil", "brush that paints the strokes", choices=lambda: tuple(BRUSHES))
     # in total, rounded down to a multiple of the patches (500 -> 495 over 5 levels)
-    strokes: int = option(500, "strokes in total over all levels", min=1, max=MAX_STROKES)
-    levels: int = option(5, "progressive levels: level m cuts the canvas into m x m patches (the reference's max_divide)",
-                         min=1, max=16)
+    strokes: int = option(500, "strokes in total over all levels (with --predict: at most this many, spent coarse "
+                          "to fine: each level keeps its confident strokes while the budget lasts, every patch's "
+                          "most confident first)", min=1, max=MAX_STROKES)
+    levels: int = option(5, "progressive levels: level m cuts the canvas into m x m patches (the reference's "
+                         "max_divide; --predict chooses its own)", min=1, max=16)
     # per stroke; 0: the reference's 500 / strokes-per-patch (55 at the defaults). 20 and the
     # exact engine at 64 px are measured choices: docs/benchmarks.md#painter
     iterations: int = option(20, "optimisation steps per stroke (0: the reference's 500 / strokes per patch)",
@@ -62,6 +68,17 @@ class PaintOptions:
     sweep: int = option(10, "window search: steps per stroke of a last pass over each level's strokes, window by "
                         "window between the cached canvas below and the layer above (0: none; only when a patch "
                         "has more strokes than the window)", min=0, max=10_000)
+    # issue 19: the stroke predictor (paint_predict), then optionally the window search's sweep from its strokes
+    predict: bool = option(False, "lay the strokes with the brush's shipped stroke predictor, coarse to fine "
+                           "(2^(m-1) x 2^(m-1) patches at level m, until --strokes are spent or the patches reach "
+                           "the picture's pixels): seconds instead of minutes; --levels, --iterations, --search, "
+                           "--sweep, --window and --lr are the search's and do not apply")
+    refine: int = option(0, "with --predict: steps per stroke of the window search over each level's predicted "
+                         "strokes, each patch's strokes together (0: the predictor's strokes as they are; 2-4 at "
+                         "500 strokes, 512 px: a few seconds)", min=0, max=1000)
+    # the refinement's RMSprop rate: a few steps from a good start want larger ones than the search's --lr
+    # (measured: 0.005 beats 0.002 by 0.2-0.3 dB at 2-4 steps; 0.02 overshoots; benchmarks/paint_scale.py)
+    refine_lr: float = 0.005
     crop: bool = True  # exact engine: render each stroke inside its box (paint_raster); False: on the whole patch
     error_power: float = 4.0  # the error map is blurred and raised to this power to pick stroke sites
     seed: int = option(0, "random seed: the same seed gives the same painting", min=0, max=2**31 - 1)
@@ -84,7 +101,14 @@ class PaintOptions:
             raise ValueError(f"strokes must be between 1 and {MAX_STROKES}, got {self.strokes}")
         if not 1 <= self.levels <= 16:
             raise ValueError(f"levels must be between 1 and 16, got {self.levels}")
-        if self.strokes < self.levels_blocks:
+        if not self.refine_lr > 0:
+            raise ValueError(f"refine_lr must be positive, got {self.refine_lr}")
+        if not 0 <= self.refine <= 1000:
+            raise ValueError(f"refine must be between 0 and 1000 steps per stroke, got {self.refine}")
+        if self.refine and not self.predict:
+            raise ValueError(f"refine={self.refine} refines the predicted strokes: it needs predict (the search's own "
+                             "last pass over its strokes is sweep)")
+        if self.strokes < self.levels_blocks and not self.predict:
             raise ValueError(
                 f"strokes={self.strokes} is fewer than the {self.levels_blocks} patches of {self.levels} levels: "
                 f"use at least {self.levels_blocks} strokes or fewer levels"
@@ -208,6 +232,7 @@ def paint(
     progress: Callable[[Progress], None] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
     style: torch.Tensor | None = None,
+    predictor: Predictor | None = None,
 ) -> Painting:
     """Paint ``target`` (3, H, W) in [0, 1] with strokes; returns strokes and the final canvas.
 
@@ -215,6 +240,8 @@ def paint(
     [0, 1] limits painting to where it is non-zero; outside it the output equals ``start``
     (or the target when no start is given) exactly. ``start`` (3, H, W) is the canvas to paint on.
     ``style`` (3, Hs, Ws) adds a style pass after every level (``options.style_mode``).
+    With ``options.predict`` the strokes come from ``predictor`` (default: the brush's shipped
+    one, torch), then ``options.refine`` steps per stroke of search (:mod:`paint_predict`).
     """
     opts = options or PaintOptions()
     opts.validate()
@@ -241,6 +268,11 @@ def paint(
     loss_fn = loss_fn or paint_loss(opts.ot_weight)
 
     stylist = _Stylist(style.to(device), opts, device) if style is not None else None
+    if opts.predict:
+        detail = min(max(h, w), max(out_h, out_w))
+        strokes, stroke_levels, renders = _paint_predicted(target, opts, brush, mask, start, stylist, loss_fn,
+                                                           progress, predictor, detail, device)
+        return _finish(opts, brush, strokes, stroke_levels, renders, out_h, out_w, mask, start)
     k = opts.strokes_per_patch
     iters = opts.iterations_per_stroke
     # full-batch steps; the window search's steps are shared by error, so its count is the budget
@@ -289,14 +321,44 @@ def paint(
         stroke_levels += [m] * placed.shape[0] * placed.shape[1]
         log.info("level %d/%d: %d strokes", m, opts.levels, placed.shape[0] * placed.shape[1])
 
-    strokes = torch.cat(all_strokes).cpu()
+    return _finish(opts, brush, torch.cat(all_strokes), stroke_levels, raster.renders, out_h, out_w, mask, start)
+
+
+def _finish(opts: PaintOptions, brush: Brush, strokes: torch.Tensor, stroke_levels: list[int], renders: int,
+            out_h: int, out_w: int, mask: torch.Tensor | None, start: torch.Tensor | None) -> Painting:
+    """The painting: ``strokes`` (canvas coordinates) rendered by the exact engine at the output size."""
+    strokes = strokes.cpu()
     start_out = resize(start.cpu(), out_h, out_w) if start is not None else None
     canvas = render_strokes(brush, strokes, out_h, out_w, start_out if start_out is not None else opts.background)
     if mask is not None:
         m_out = resize(mask.cpu(), out_h, out_w)
         # where the mask is 0 the result is the start canvas bit for bit
         canvas = torch.where(m_out > 0, m_out * canvas + (1 - m_out) * start_out, start_out)
-    return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background, raster.renders)
+    return Painting(opts.brush, strokes, canvas, stroke_levels, opts.background, renders)
+
+
+def _paint_predicted(target, opts, brush, mask, start, stylist, loss_fn, progress, predictor, detail, device
+                     ) -> tuple[torch.Tensor, list[int], int]:
+    """``paint --predict``: the predictor's strokes, coarse to fine, each level refined by ``opts.refine`` steps."""
+    predictor = predictor or shipped_predictor(opts.brush, device)
+    raster = Rasteriser(brush, opts.renderer, predictor.patch, device, opts.crop)
+
+    def restyle(params, keep, bg, tgt, msk):
+        return stylist.restyle(params, raster, bg, tgt, msk, keep)  # type: ignore[union-attr]
+
+    def report(level, levels, step, total, loss, canvas) -> None:
+        progress(Progress(level, levels, min(total, round(step)), total, loss,  # type: ignore[misc]
+                          lambda: resize(canvas(), 256, 256)))
+
+    mask = mask.to(device) if mask is not None else None
+    result = predict_painting(predictor, target, brush, opts.strokes, detail=detail, mask=mask, start=start,
+                              background=opts.background, refine=opts.refine, raster=raster,
+                              window=predictor.strokes, lr=opts.refine_lr, loss_fn=loss_fn,
+                              restyle=restyle if stylist is not None else None,
+                              progress=report if progress is not None else None)
+    log.info("predicted %d strokes (%d of %d proposals confident) over %d levels", result.strokes.shape[0],
+             result.confident, result.proposed, max(result.levels, default=0))
+    return result.strokes, result.levels, raster.renders
 
 
 SLOW_STYLE_SECONDS = 30.0  # a style pass estimated longer than this is announced with a warning
@@ -346,8 +408,10 @@ class _Stylist:
         loss = sum(F.mse_loss(self.gram(f), self.targets[n].expand(f.shape[0], -1, -1)) for n, f in feats.items())
         return loss / self.vgg.relative_scale**4  # Gram entries scale with the features squared: one weight for every source
 
-    def restyle(self, params, raster, bg, tgt, msk) -> torch.Tensor:
-        """Optimise a level's strokes (B, k, n) for content + style; colour-only freezes the rest."""
+    def restyle(self, params, raster, bg, tgt, msk, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Optimise a level's strokes (B, k, n) for content + style; colour-only freezes the rest.
+
+        ``keep`` (B, k) bool, if given: the strokes where it is False (padding) stay as they are."""
         opts = self.opts
         x = params.clone().requires_grad_(True)
         optimiser = torch.optim.RMSprop([x], lr=opts.lr)
@@ -361,9 +425,13 @@ class _Stylist:
             loss.backward()
             if opts.style_mode == "color":
                 x.grad[..., frozen] = 0
+            if keep is not None:
+                x.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
             optimiser.step()
             with torch.no_grad():
                 x.clamp_(0.0, 1.0)
                 if opts.style_mode == "color":
                     x[..., frozen] = params[..., frozen]  # exactly: RMSprop's state cannot move them
+                if keep is not None:
+                    x[~keep] = params[~keep]
         return x.detach()

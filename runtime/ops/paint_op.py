@@ -17,6 +17,14 @@ from impasto.runtime.errors import InvalidArgument
 from impasto.runtime.formats.strokes import StrokeFile, save_strokes, strokes_from_json
 from impasto.runtime.images import resize
 from impasto.runtime.ops.paint import MAX_STROKES, PaintOptions, paint, starting_canvas
+from impasto.runtime.ops.paint_predict import (
+    Predictor,
+    engine_model_name,
+    engine_predictor,
+    shipped_predictor,
+    shipped_predictor_brushes,
+    shipped_predictor_file,
+)
 from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op
 from impasto.train.options import option
 
@@ -61,6 +69,25 @@ def _check(options: PaintJobOptions, dims: dict[str, tuple[int, int]], max_side:
         options.validate()
     except ValueError as e:
         raise PaintRequestError(str(e)) from None
+    if options.predict and options.brush not in shipped_predictor_brushes():
+        have = ", ".join(shipped_predictor_brushes()) or "none yet"
+        raise PaintRequestError(f"{label('predict')} needs the brush's stroke predictor and {label('brush')} "
+                                f"'{options.brush}' has none ({shipped_predictor_file(options.brush).name} is not "
+                                f"shipped; brushes with one: {have}; train one with `impasto train strokes`)")
+
+
+def _predictor(ctx: RunContext, options: PaintJobOptions) -> Predictor | None:
+    """With --predict, the brush's stroke predictor: the exported model on the engine where the context has one
+    (``ctx.infer``), else the shipped torch weights (loaded once per worker, kept in ``ctx.cache``)."""
+    if not options.predict:
+        return None
+    if ctx.infer is not None and ctx.model_parameters is not None:
+        name = engine_model_name(options.brush)
+        return engine_predictor(ctx.infer, options.brush, ctx.model_parameters(name))
+    key = ("stroke_predictor", options.brush, ctx.device)
+    if key not in ctx.cache:
+        ctx.cache[key] = shipped_predictor(options.brush, ctx.device)
+    return ctx.cache[key]
 
 
 def _save_strokes(text: str, path: str) -> None:
@@ -85,7 +112,8 @@ def _run(ctx: RunContext, images: dict[str, torch.Tensor], options: PaintJobOpti
     background = options.background
     start = starting_canvas(image, mask, canvas_image, background)
     result = paint(image, options, out_size=(out_h, out_w), mask=mask, start=start, style=images.get("style"),
-                   progress=lambda p: ctx.report(p.level, p.levels, p.step, p.total, p.loss, p.canvas))
+                   progress=lambda p: ctx.report(p.level, p.levels, p.step, p.total, p.loss, p.canvas),
+                   predictor=_predictor(ctx, options))
     strokes = StrokeFile(options.brush, result.strokes, out_w, out_h, background, result.levels)
     values: dict = {"image": result.canvas, "strokes": json.dumps(strokes.to_dict(), separators=(",", ":"))}
     if "svg" in wanted:
@@ -100,8 +128,10 @@ PAINT = register_op(OpSpec(
     name="paint",
     help="re-make an image as brush strokes (PNG, and optionally strokes JSON/npz, SVG, animation)",
     description="Stylized Neural Painting's progressive stroke search: level m cuts the canvas into m x m patches; "
-    "strokes are added where the error is largest and optimised through a differentiable renderer. The final "
-    "picture is rendered from the strokes by the exact brush engine at --size.",
+    "strokes are added where the error is largest and optimised through a differentiable renderer. --predict lays "
+    "the strokes instead with a trained stroke predictor, coarse to fine (Paint Transformer), in seconds; "
+    "--refine N then gives each predicted stroke N steps of the search. The final picture is rendered from the "
+    "strokes by the exact brush engine at --size.",
     options=PaintJobOptions,
     images=(
         ImageSlot("image", "the picture to paint (PNG, JPEG, ...; or example:astronaut, coffee, chelsea, rocket)"),
@@ -125,6 +155,7 @@ PAINT = register_op(OpSpec(
     ),
     run=_run,
     check=_check,
+    live=(("predict", True), ("refine", 0)),  # Krita's Live box: a predictor-only painting in about a second
     internal=lambda ctx: {"device": ctx.device, "vgg_weights": ctx.vgg_weights},
 ))
 

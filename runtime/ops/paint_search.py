@@ -207,6 +207,7 @@ def _optimise_window(
     lr: float,
     loss_fn: LossFn,
     on_step: StepFn,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """RMSprop on window strokes (B, w, n) over ``below``; patch i moves ``steps[i]`` times.
 
@@ -215,6 +216,8 @@ def _optimise_window(
 
     A step renders only the patches that still have steps left. The loss is scaled by their
     share of the batch, so a patch's gradient does not depend on how many others take part.
+    ``keep`` (B, w) bool, if given, holds the strokes where it is False fixed: their gradient is
+    zeroed, so RMSprop leaves them exactly as they are (padding of patches with fewer strokes).
     """
     b = x0.shape[0]
     x = x0.clone().requires_grad_(True)
@@ -232,6 +235,8 @@ def _optimise_window(
         loss = loss_fn(pred, _pick(target, rows), _pick(mask, rows))
         opt.zero_grad(set_to_none=True)
         (loss * (count / b)).backward()
+        if keep is not None:
+            x.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
         opt.step()
         with torch.no_grad():
             x.clamp_(0.0, 1.0)
@@ -301,6 +306,7 @@ def refine_strokes(
     lr: float,
     loss_fn: LossFn,
     on_step: StepFn,
+    keep: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One sweep over existing strokes (B, k, n), bottom to top, ``window`` strokes at a time.
 
@@ -310,6 +316,10 @@ def refine_strokes(
     on average, shared by error, each moving all of its strokes: as the window search gives a
     stroke per ``iterations``. A sweep costs about ``k * (iterations * window + 3)`` renders
     per patch: linear in k.
+
+    ``keep`` (B, k) bool, if given, marks the strokes that may move; the others (the padding of
+    patches with fewer strokes than k, e.g. the stroke predictor's, which keeps a varying number
+    per patch) stay exactly as they are, and a window with none to move takes no steps.
     """
     k = params.shape[1]
     params = params.clone()
@@ -327,9 +337,12 @@ def refine_strokes(
             canvas = paint_patches(raster, params[:, lo:hi], below)
             err = _error_map(above[i].over(canvas) if above[i] is not None else canvas, target, mask)
         steps = step_budget(err, iterations * (hi - lo))
+        window_keep = None if keep is None else keep[:, lo:hi]
+        if window_keep is not None:
+            steps = torch.where(window_keep.any(1).cpu(), steps, torch.zeros_like(steps))
         layers = [None] * (hi - lo - 1) + [above[i]]
         params[:, lo:hi] = _optimise_window(raster, params[:, lo:hi], below, layers, target, mask, steps, lr,
-                                            loss_fn, on_step)
+                                            loss_fn, on_step, window_keep)
         if i + 1 < len(starts):
             with torch.no_grad():
                 below = paint_patches(raster, params[:, lo:hi], below)

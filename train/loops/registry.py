@@ -30,7 +30,8 @@ TRAINER_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")  # it becomes a CLI subcomm
 
 # modules that register the built-in trainers when imported
 _BUILTIN_MODULES = ("impasto.train.loops.renderer", "impasto.train.loops.semantic", "impasto.train.loops.segmenter",
-                    "impasto.train.loops.sketch", "impasto.train.loops.colorize", "impasto.train.loops.warp")
+                    "impasto.train.loops.sketch", "impasto.train.loops.colorize", "impasto.train.loops.warp",
+                    "impasto.train.loops.strokes")
 
 
 class UnknownTrainerError(KeyError):

@@ -476,3 +476,78 @@ def shipped_warp_path(dataset: str = "demo") -> Path:
 def require_shipped_warp(dataset: str = "demo") -> Path:
     """The shipped warp weights for ``dataset``, or FileNotFoundError saying how to make them."""
     return _require_shipped("warp", dataset)
+
+
+# -- the stroke predictor (Paint Transformer) ----------------------------------------------------------
+# One file per brush: the predictor's weights, its config (the brush, the patch, the strokes per
+# patch) and free-form metadata (the training recipe and its scores). Shipped as
+# weights/stroke_<brush>.safetensors in fp16.
+
+STROKE_KIND = "stroke-predictor"
+
+
+def save_stroke_predictor(model: torch.nn.Module, cfg, path: str | Path, metadata: dict | None = None, *,
+                          fp16: bool = True) -> Path:
+    """Write a :class:`~impasto.train.models.stroke_predictor.StrokePredictor` built with ``cfg`` to ``path``.
+
+    ``metadata`` (plain JSON data: steps, scores, the recipe) is stored beside the config; floating
+    tensors are stored in fp16 when ``fp16``. The module is left as it is. Returns ``path``.
+    """
+    if getattr(model, "config", cfg) != cfg:
+        raise ValueError("save_stroke_predictor: the model was built with another config than the one given")
+    meta = {"kind": json.dumps(STROKE_KIND), "config": json.dumps(cfg.to_dict()),
+            "metadata": json.dumps(metadata or {})}
+    return write_weights(path, model.state_dict(), meta, fp16=fp16)
+
+
+def read_stroke_predictor_metadata(path: str | Path):
+    """(config, metadata) of a stroke predictor file without loading its tensors."""
+    from impasto.train.models.stroke_predictor import PredictorConfig
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"stroke predictor weights not found: {path}")
+    meta = read_metadata(path)
+    if meta.get("kind") != STROKE_KIND or "config" not in meta:
+        raise ValueError(f"{path} is not an impasto stroke predictor file (its metadata has no kind/config)")
+    return PredictorConfig.from_dict(meta["config"]), meta.get("metadata") or {}
+
+
+def load_stroke_predictor(path: str | Path, device: str | torch.device = "cpu"):
+    """(model, config) from a file written by :func:`save_stroke_predictor`; float32, eval mode."""
+    from impasto.train.models.stroke_predictor import build_stroke_predictor
+
+    path = Path(path)
+    cfg, _ = read_stroke_predictor_metadata(path)
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    model = build_stroke_predictor(cfg)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the stroke predictor weights do not fit the stored config: {e}") from None
+    return model.to(device).eval(), cfg
+
+
+def shipped_stroke_predictor_path(brush: str) -> Path:
+    """Where the package keeps the trained stroke predictor for ``brush``."""
+    return Path(str(resources.files("impasto.train.models").joinpath(SHIPPED_DIR, f"stroke_{brush}.safetensors")))
+
+
+def load_shipped_stroke_predictor(brush: str, device: str | torch.device = "cpu"):
+    """The stroke predictor shipped for ``brush`` (float32, eval mode).
+
+    :class:`~impasto.train.models.stroke_predictor.PredictorWeightsMissing` (a FileNotFoundError)
+    names the brush, the missing file and the command that trains one.
+    """
+    from impasto.train.models.stroke_predictor import PredictorWeightsMissing
+
+    path = shipped_stroke_predictor_path(brush)
+    if not path.is_file():
+        raise PredictorWeightsMissing(
+            f"no stroke predictor is shipped for brush '{brush}' ({path} is missing): --predict needs one; train it "
+            f"with `impasto train strokes --brush {brush}` and copy its stroke_{brush}.safetensors there"
+        )
+    model, cfg = load_stroke_predictor(path, device)
+    if cfg.brush != brush:
+        raise ValueError(f"{path} holds a '{cfg.brush}' stroke predictor, not '{brush}'")
+    return model
