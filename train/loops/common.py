@@ -150,3 +150,34 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group of ``optimizer``."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class RunningMeans:
+    """Sums of a training loop's logged terms since the last report, kept on the device (no sync per step),
+    and the report every loop gives: the means on the progress bar, or a log line where there is none, and a
+    warning when a mean is not finite."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.count = 0
+
+    def add(self, logs: Mapping[str, torch.Tensor | float]) -> None:
+        for k, v in logs.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
+
+    def report(self, name: str, step: int, steps: int, bar: Any, show: bool, seconds: float) -> dict[str, float]:
+        """Show the means (``bar``'s postfix, else a log line when ``show``); warn if one is not finite."""
+        means = self.means()
+        text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
+        if bar is not None:
+            bar.set_postfix_str(text)
+        elif show:
+            log.info("%s step %d/%d %s (%.1f s)", name, step, steps, text, seconds)
+        if not all(math.isfinite(v) for v in means.values()):
+            log.warning("%s: non-finite loss in the %d steps before step %d", name, self.count, step)
+        return means

@@ -32,7 +32,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import random
 import sys
 import time
@@ -47,7 +46,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from impasto.train.loops.common import load_checkpoint, restore, save_checkpoint, seed_everything
+from impasto.train.loops.common import RunningMeans, load_checkpoint, restore, save_checkpoint, seed_everything
 from impasto.train.loops.distributed import (
     DistContext,
     all_gather_objects,
@@ -264,23 +263,6 @@ def _freeze(params: list[nn.Parameter], frozen: bool) -> None:
         p.requires_grad_(not frozen)
 
 
-class _Running:
-    """Sums of logged terms since the last report, kept on the device (no sync per step)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor | float] = {}
-        self.count = 0
-
-    def add(self, logs: Logs) -> None:
-        for k, v in logs.items():
-            v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
-
-
 def _validate(task: GANTask, ema: nn.Module, val_batch: Any, out: Path, step: int, device: torch.device,
               amp: torch.dtype | None) -> dict[str, float]:
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
@@ -382,7 +364,7 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc=task.name, unit="step")
-    running, metrics = _Running(), {}
+    running, metrics = RunningMeans(), {}
     t0 = time.perf_counter() - seconds
     step = start
     g.train()
@@ -426,18 +408,11 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
             if bar is not None:
                 bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                means = running.means()
-                text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
-                if bar is not None:
-                    bar.set_postfix_str(text)
-                elif progress and ctx.is_main:
-                    log.info("%s step %d/%d %s (%.1fs)", task.name, step, cfg.steps, text, time.perf_counter() - t0)
-                if not all(math.isfinite(v) for v in means.values()):
-                    log.warning("%s: non-finite loss in the %d steps before step %d", task.name, running.count, step)
+                running.report(task.name, step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
             if ctx.is_main and (step % cfg.val_every == 0 or step == cfg.steps):
                 metrics = _validate(task, ema, val_batch, out, step, device, amp)
                 history.append({"step": step, "seconds": time.perf_counter() - t0, **running.means(), **metrics})
-                running = _Running()
+                running = RunningMeans()
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 rng = all_gather_objects(ctx, _rng_state())  # every process calls: a collective
                 if ctx.is_main:

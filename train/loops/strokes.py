@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +42,7 @@ from impasto.train.data.stroke_sets import (
     validation_batch,
 )
 from impasto.train.loops.common import (
+    RunningMeans,
     cosine_lr,
     load_checkpoint,
     restore,
@@ -234,8 +234,7 @@ def _train(cfg: StrokeTrainConfig, model_cfg: PredictorConfig, data_cfg: StrokeS
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="strokes", unit="step")
-    sums: dict[str, float | torch.Tensor] = {}
-    count = 0
+    running = RunningMeans()
     t0 = time.perf_counter() - seconds
     model.train()
     for step in range(start, cfg.steps):
@@ -249,28 +248,18 @@ def _train(cfg: StrokeTrainConfig, model_cfg: PredictorConfig, data_cfg: StrokeS
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
-        for k, v in {"loss": loss.detach(), **logs}.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
+        running.add({"loss": loss, **logs})
         done = step + 1
         if bar is not None:
             bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.steps:
-            means = {k: float(v) / count for k, v in sums.items()}
-            text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
-            if bar is not None:
-                bar.set_postfix_str(text)
-            elif progress and ctx.is_main:
-                log.info("strokes step %d/%d %s (%.1f s)", done, cfg.steps, text, time.perf_counter() - t0)
-            if not all(math.isfinite(v) for v in means.values()):
-                log.warning("strokes: non-finite loss in the %d steps before step %d", count, done)
+            running.report("strokes", done, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
         if ctx.is_main and (done % cfg.val_every == 0 or done == cfg.steps):
             assert val is not None
             scores = evaluate_predictor(model, val)
             _grid(model, val, out / "samples" / f"step_{done:07d}.png")
-            means = {k: float(v) / max(count, 1) for k, v in sums.items()}
-            history.append({"step": done, "seconds": time.perf_counter() - t0, **means, **scores})
-            sums, count = {}, 0
+            history.append({"step": done, "seconds": time.perf_counter() - t0, **running.means(), **scores})
+            running = RunningMeans()
             with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(history[-1]) + "\n")
             log.info("strokes step %d: held-out PSNR %.2f dB predicted vs %.2f dB bare canvas, confidence accuracy "

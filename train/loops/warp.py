@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import pickle
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Any
 import torch
 from impasto.train.data.warps import FLOW_KINDS
 from impasto.train.loops.common import (
+    RunningMeans,
     cosine_lr,
     load_checkpoint,
     restore,
@@ -275,8 +275,7 @@ def _train(cfg: WarpTrainConfig, model: WarpConfig, train: Dataset, val: Dataset
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.steps, initial=start, desc="warp", unit="step")
-    sums: dict[str, float | torch.Tensor] = {}
-    count, scores = 0, {}
+    running, scores = RunningMeans(), {}
     t0 = time.perf_counter() - seconds
     step = start
     estimator.train()
@@ -300,26 +299,16 @@ def _train(cfg: WarpTrainConfig, model: WarpConfig, train: Dataset, val: Dataset
             loss.backward()
             torch.nn.utils.clip_grad_norm_(estimator.parameters(), cfg.clip)
             opt.step()
-            for k, v in {"loss": loss.detach(), **logs}.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            running.add({"loss": loss, **logs})
             step += 1
             if bar is not None:
                 bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                means = {k: float(v) / count for k, v in sums.items()}
-                text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
-                if bar is not None:
-                    bar.set_postfix_str(text)
-                elif progress and ctx.is_main:
-                    log.info("warp step %d/%d %s (%.1f s)", step, cfg.steps, text, time.perf_counter() - t0)
-                if not all(math.isfinite(v) for v in means.values()):
-                    log.warning("warp: non-finite loss in the %d steps before step %d", count, step)
+                running.report("warp", step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
             if ctx.is_main and (step % cfg.val_every == 0 or step == cfg.steps):
                 scores = _validate(warper, val if val is not None else train, cfg, out, step)
-                means = {k: float(v) / max(count, 1) for k, v in sums.items()}
-                history.append({"step": step, "seconds": time.perf_counter() - t0, **means, **scores})
-                sums, count = {}, 0
+                history.append({"step": step, "seconds": time.perf_counter() - t0, **running.means(), **scores})
+                running = RunningMeans()
                 if cfg.evaluate:
                     with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps({"step": step, **scores}) + "\n")
