@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from impasto.runtime.errors import InvalidArgument
+from impasto.export.repository import RepositoryError
+from impasto.runtime.errors import InvalidArgument, NotFound
 from impasto.runtime.formats.strokes import StrokeFile, save_strokes, strokes_from_json
 from impasto.runtime.images import resize
 from impasto.runtime.ops.paint import MAX_STROKES, PaintOptions, paint, starting_canvas
@@ -25,7 +25,14 @@ from impasto.runtime.ops.paint_predict import (
     shipped_predictor_brushes,
     shipped_predictor_file,
 )
-from impasto.runtime.ops.registry import ImageSlot, OpOutcome, OpSpec, Output, RunContext, register_op
+from impasto.runtime.ops.registry import (
+    ImageSlot,
+    OpOutcome,
+    OpSpec,
+    Output,
+    RunContext,
+    register_op,
+)
 from impasto.train.options import option
 
 NAMED_COLOURS = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
@@ -77,13 +84,19 @@ def _check(options: PaintJobOptions, dims: dict[str, tuple[int, int]], max_side:
 
 
 def _predictor(ctx: RunContext, options: PaintJobOptions) -> Predictor | None:
-    """With --predict, the brush's stroke predictor: the exported model on the engine where the context has one
-    (``ctx.infer``), else the shipped torch weights (loaded once per worker, kept in ``ctx.cache``)."""
+    """With --predict, the brush's stroke predictor: the exported model (``stroke_BRUSH``) on the engine where the
+    context has one (``ctx.infer``: on a server, the sidecar runs the served repository's model) and it is in the
+    repository, else the shipped torch weights (loaded once per worker, kept in ``ctx.cache``)."""
     if not options.predict:
         return None
     if ctx.infer is not None and ctx.model_parameters is not None:
         name = engine_model_name(options.brush)
-        return engine_predictor(ctx.infer, options.brush, ctx.model_parameters(name))
+        try:
+            parameters = ctx.model_parameters(name)
+        except (RepositoryError, NotFound):  # the repository does not serve this brush's predictor
+            parameters = None
+        if parameters is not None:
+            return engine_predictor(ctx.infer, options.brush, parameters)
     key = ("stroke_predictor", options.brush, ctx.device)
     if key not in ctx.cache:
         ctx.cache[key] = shipped_predictor(options.brush, ctx.device)

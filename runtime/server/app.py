@@ -16,13 +16,12 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from tritonclient.grpc import service_pb2_grpc
-
 from impasto.runtime.api import studio_pb2_grpc
 from impasto.runtime.errors import FailedPrecondition
 from impasto.runtime.server.auth import OPEN_GRPC_METHODS, PRINCIPAL, Principals, check_bind
@@ -33,6 +32,7 @@ from impasto.runtime.server.metrics import Metrics
 from impasto.runtime.server.models import ModelPool
 from impasto.runtime.server.studio import Studio, StudioServicer
 from impasto.runtime.server.supervisor import Sidecar
+from tritonclient.grpc import service_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,9 @@ class Server:
         self.sidecar = Sidecar(config.sidecar, device=config.device, slots=config.slots,
                                max_message_bytes=config.max_message_bytes,
                                on_restart=lambda code: self.metrics.sidecar_restarts.inc(),
-                               on_state=self._sidecar_state)
+                               on_state=self._sidecar_state,
+                               repo=config.repo if config.repo and Path(config.repo).is_dir() else None,
+                               backend=config.backend)
         self.grpc_port = 0
         self.http_port = 0
         self.grpc = None

@@ -94,9 +94,14 @@ class Sidecar:
         max_message_bytes: int = 256 << 20,
         on_restart: Callable[[int | None], None] | None = None,
         on_state: Callable[[bool], Awaitable[None]] | None = None,
+        repo: str | None = None,
+        backend: str = "auto",
     ):
         self.external = address
         self.device = device
+        # the served model repository: a sidecar op that can use an engine model (paint --predict's stroke
+        # predictor) runs it from there, on the same backend kind as the server's
+        self.repo, self.backend = repo, backend
         self.slots_requested = slots
         self.max_message_bytes = max_message_bytes
         self.on_restart = on_restart or (lambda code: None)
@@ -213,6 +218,8 @@ class Sidecar:
                 command += ["--device", self.device]
             if self.slots_requested:
                 command += ["--slots", str(self.slots_requested)]
+            if self.repo:
+                command += ["--repo", self.repo, "--backend", self.backend]
             self.process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL, env=os.environ.copy())
             started = asyncio.get_running_loop().time()
             if await self._connect_or_exit(f"unix:{socket}"):

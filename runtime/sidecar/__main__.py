@@ -59,6 +59,9 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: settings)")
     ap.add_argument("--slots", type=int, default=0, help="jobs run at once (default 1: one per GPU, one on the CPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: settings, then torch's)")
+    ap.add_argument("--repo", default=None, help="model repository whose models sidecar ops may run (paint --predict's "
+                    "stroke predictor); default: none, the shipped torch weights")
+    ap.add_argument("--backend", default="auto", help="auto, tensorrt or onnxruntime, for --repo's models")
     ap.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the server that started us) exits")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
@@ -78,7 +81,8 @@ def main() -> None:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = str(resolve_device(settings.device))
-    service = SidecarService(device, args.slots or 1, settings.vgg_weights or None)
+    service = SidecarService(device, args.slots or 1, settings.vgg_weights or None, repo=args.repo,
+                             backend=args.backend)
     try:
         asyncio.run(serve(args.listen, service))
     except KeyboardInterrupt:

@@ -23,15 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import torch
-
-from impasto.runtime.api import convert
+from impasto.runtime.api import convert, sidecar_pb2_grpc
 from impasto.runtime.api import sidecar_pb2 as spb
-from impasto.runtime.api import sidecar_pb2_grpc
 from impasto.runtime.api import studio_pb2 as pb
 from impasto.runtime.config import DEFAULT_MAX_SIDE
 from impasto.runtime.errors import code_of, message_of
 from impasto.runtime.ops.registry import RunContext, get_op
-from impasto.runtime.ops.request import run_op
+from impasto.runtime.ops.request import run_op, use_local_models
 from impasto.runtime.sidecar.render import render
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,10 @@ class JobCancelled(Exception):
 
 
 class SidecarService(sidecar_pb2_grpc.SidecarServicer):
-    def __init__(self, device: str = "cpu", slots: int = 1, vgg_weights: str | None = None):
+    def __init__(self, device: str = "cpu", slots: int = 1, vgg_weights: str | None = None, *,
+                 repo: str | None = None, backend: str = "auto"):
         self.device = device
+        self.repo, self.backend = repo, backend  # engine models a sidecar op may run (None: none)
         self.slots = max(1, slots)
         self.vgg_weights = vgg_weights
         self.executor = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="job")
@@ -128,6 +128,8 @@ class SidecarService(sidecar_pb2_grpc.SidecarServicer):
             spec = get_op(request.request.op)
             ctx = RunContext(device=self.device, max_side=max_side, vgg_weights=self.vgg_weights, progress=on_progress,
                              cache=self.cache)
+            if self.repo:
+                use_local_models(ctx, self.repo, self.backend)
             outcome = run_op(spec, convert.op_request(request.request), ctx)
             if flag.is_set():
                 raise JobCancelled()
