@@ -48,6 +48,28 @@ def read_metadata(path: str | Path) -> dict:
     return {k: json.loads(v) for k, v in meta.items()}
 
 
+def _family_metadata(path: str | Path, kind: str, what: str) -> tuple[Path, dict]:
+    """``path`` and its metadata, after checking that it is a ``kind`` file holding a config; errors name the file
+    (``what``: the family's words, e.g. "warp model")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    meta = read_metadata(path)
+    if meta.get("kind") != kind or "config" not in meta:
+        raise ValueError(f"{path} is not an impasto {what} file (its metadata has no kind/config)")
+    return path, meta
+
+
+def _load_module(path: Path, module: torch.nn.Module, what: str, device: str | torch.device) -> torch.nn.Module:
+    """``module`` with the float32 tensors of ``path``, on ``device``, in eval mode; a misfit names the file."""
+    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the {what} weights do not fit the stored config: {e}") from None
+    return module.to(device).eval()
+
+
 def load_renderer(path: str | Path, device: str | torch.device = "cpu") -> StrokeRenderer:
     """A renderer rebuilt from a safetensors file, in float32 and eval mode."""
     path = Path(path)
@@ -316,15 +338,8 @@ def load_sketch(path: str | Path, device: str | torch.device = "cpu"):
     """(generator, config, classes) from a file written by :func:`save_sketch`; float32, eval mode."""
     from impasto.train.models.sketchygan import build_generator
 
-    path = Path(path)
     config, classes = read_sketch_metadata(path)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
-    generator = build_generator(config)
-    try:
-        generator.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the generator weights do not fit the stored config: {e}") from None
-    return generator.to(device).eval(), config, classes
+    return _load_module(Path(path), build_generator(config), "generator", device), config, classes
 
 
 def shipped_sketch_path(dataset: str = "demo") -> Path:
@@ -378,12 +393,7 @@ def read_colorize_metadata(path: str | Path):
     """(config, metadata) of a colouriser file without loading its tensors (metadata: ``data``, ``metrics``, ``vgg``)."""
     from impasto.train.models.colorizer import ColorizeConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"colorize model weights not found: {path}")
-    meta = read_metadata(path)
-    if meta.get("kind") != COLORIZE_KIND or "config" not in meta:
-        raise ValueError(f"{path} is not an impasto colorize model file (its metadata has no kind/config)")
+    _, meta = _family_metadata(path, COLORIZE_KIND, "colorize model")
     return ColorizeConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics", "vgg")}
 
 
@@ -444,12 +454,7 @@ def read_warp_metadata(path: str | Path):
     """(config, metadata) of a warp file without loading its tensors (metadata: ``data``, ``metrics``, ``vgg``)."""
     from impasto.train.models.warper import WarpConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"warp model weights not found: {path}")
-    meta = read_metadata(path)
-    if meta.get("kind") != WARP_KIND or "config" not in meta:
-        raise ValueError(f"{path} is not an impasto warp model file (its metadata has no kind/config)")
+    _, meta = _family_metadata(path, WARP_KIND, "warp model")
     return WarpConfig.from_dict(meta["config"]), {k: meta.get(k) for k in ("data", "metrics", "vgg")}
 
 
@@ -457,15 +462,8 @@ def load_warp(path: str | Path, device: str | torch.device = "cpu"):
     """(estimator, config) from a file written by :func:`save_warp`; float32, eval mode (the VGG is the caller's)."""
     from impasto.train.models.warper import build_estimator
 
-    path = Path(path)
     config, _ = read_warp_metadata(path)
-    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
-    estimator = build_estimator(config)
-    try:
-        estimator.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the estimator weights do not fit the stored config: {e}") from None
-    return estimator.to(device).eval(), config
+    return _load_module(Path(path), build_estimator(config), "estimator", device), config
 
 
 def shipped_warp_path(dataset: str = "demo") -> Path:
@@ -504,12 +502,7 @@ def read_stroke_predictor_metadata(path: str | Path):
     """(config, metadata) of a stroke predictor file without loading its tensors."""
     from impasto.train.models.stroke_predictor import PredictorConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"stroke predictor weights not found: {path}")
-    meta = read_metadata(path)
-    if meta.get("kind") != STROKE_KIND or "config" not in meta:
-        raise ValueError(f"{path} is not an impasto stroke predictor file (its metadata has no kind/config)")
+    _, meta = _family_metadata(path, STROKE_KIND, "stroke predictor")
     return PredictorConfig.from_dict(meta["config"]), meta.get("metadata") or {}
 
 
@@ -517,15 +510,8 @@ def load_stroke_predictor(path: str | Path, device: str | torch.device = "cpu"):
     """(model, config) from a file written by :func:`save_stroke_predictor`; float32, eval mode."""
     from impasto.train.models.stroke_predictor import build_stroke_predictor
 
-    path = Path(path)
     cfg, _ = read_stroke_predictor_metadata(path)
-    tensors = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
-    model = build_stroke_predictor(cfg)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: the stroke predictor weights do not fit the stored config: {e}") from None
-    return model.to(device).eval(), cfg
+    return _load_module(Path(path), build_stroke_predictor(cfg), "stroke predictor", device), cfg
 
 
 def shipped_stroke_predictor_path(brush: str) -> Path:
