@@ -304,3 +304,16 @@ def test_the_working_canvas_is_the_engines_painting(brush):
     got = composite_in_boxes(b, params, background.clone(), chunk=16)
     assert torch.allclose(got, expected, atol=1e-5)
     assert not torch.allclose(background, expected, atol=1e-2)
+
+
+@pytest.mark.parametrize("brush", ["oil", "tape"])
+def test_each_shipped_predictor_paints_its_brush_better_than_the_blank_canvas(brush):
+    if brush not in shipped_predictor_brushes():
+        pytest.skip(f"no shipped {brush} stroke predictor (train/models/weights/stroke_{brush}.safetensors)")
+    assert shipped_predictor(brush).brush == brush
+    spec, images, options = _request({"predict": True, "brush": brush, "strokes": 200}, 64)
+    outcome = run_tensors(spec, images, options, RunContext())
+    target = images["image"]
+    assert json.loads(outcome.values["strokes"])["brush"] == brush
+    # the blocks picture on black: a predictor that learnt nothing leaves the canvas about blank
+    assert psnr(outcome.values["image"], target) > psnr(torch.zeros_like(target), target) + 6
