@@ -333,8 +333,8 @@ def test_weights_round_trip_in_fp16_and_name_what_is_missing(tmp_path):
     other = write_weights(tmp_path / "o.safetensors", {"w": torch.zeros(1)}, {"kind": '"warp"'}, fp16=True)
     with pytest.raises(ValueError, match="not an impasto stroke predictor file"):
         load_stroke_predictor(other)
-    with pytest.raises(FileNotFoundError, match=r"brush 'tape'.*stroke_tape\.safetensors.*impasto train strokes"):
-        load_shipped_stroke_predictor("tape")
+    with pytest.raises(FileNotFoundError, match=r"brush 'marker'.*stroke_marker\.safetensors.*impasto train strokes"):
+        load_shipped_stroke_predictor("marker")
 
 
 def test_the_shipped_oil_predictor_paints_held_out_items_better_than_nothing():
