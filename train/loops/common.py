@@ -170,14 +170,16 @@ class RunningMeans:
     def means(self) -> dict[str, float]:
         return {k: float(v) / max(self.count, 1) for k, v in self.sums.items()}
 
-    def report(self, name: str, step: int, steps: int, bar: Any, show: bool, seconds: float) -> dict[str, float]:
-        """Show the means (``bar``'s postfix, else a log line when ``show``); warn if one is not finite."""
+    def report(self, name: str, step: int, steps: int, bar: Any, show: bool, seconds: float,
+               logger: logging.Logger = log) -> dict[str, float]:
+        """Show the means (``bar``'s postfix, else a line on the loop's ``logger`` when ``show``); warn if one is
+        not finite."""
         means = self.means()
         text = " ".join(f"{k}={v:.4g}" for k, v in means.items())
         if bar is not None:
             bar.set_postfix_str(text)
         elif show:
-            log.info("%s step %d/%d %s (%.1f s)", name, step, steps, text, seconds)
+            logger.info("%s step %d/%d %s (%.1f s)", name, step, steps, text, seconds)
         if not all(math.isfinite(v) for v in means.values()):
-            log.warning("%s: non-finite loss in the %d steps before step %d", name, self.count, step)
+            logger.warning("%s: non-finite loss in the %d steps before step %d", name, self.count, step)
         return means

@@ -408,7 +408,7 @@ def _train(task: GANTask, cfg: GANConfig, ctx: DistContext, progress: bool) -> d
             if bar is not None:
                 bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                running.report(task.name, step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
+                running.report(task.name, step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0, log)
             if ctx.is_main and (step % cfg.val_every == 0 or step == cfg.steps):
                 metrics = _validate(task, ema, val_batch, out, step, device, amp)
                 history.append({"step": step, "seconds": time.perf_counter() - t0, **running.means(), **metrics})

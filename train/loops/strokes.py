@@ -253,7 +253,7 @@ def _train(cfg: StrokeTrainConfig, model_cfg: PredictorConfig, data_cfg: StrokeS
         if bar is not None:
             bar.update(1)
         if done % cfg.log_every == 0 or done == cfg.steps:
-            running.report("strokes", done, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
+            running.report("strokes", done, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0, log)
         if ctx.is_main and (done % cfg.val_every == 0 or done == cfg.steps):
             assert val is not None
             scores = evaluate_predictor(model, val)

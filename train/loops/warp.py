@@ -304,7 +304,7 @@ def _train(cfg: WarpTrainConfig, model: WarpConfig, train: Dataset, val: Dataset
             if bar is not None:
                 bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                running.report("warp", step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0)
+                running.report("warp", step, cfg.steps, bar, progress and ctx.is_main, time.perf_counter() - t0, log)
             if ctx.is_main and (step % cfg.val_every == 0 or step == cfg.steps):
                 scores = _validate(warper, val if val is not None else train, cfg, out, step)
                 history.append({"step": step, "seconds": time.perf_counter() - t0, **running.means(), **scores})
