@@ -1,6 +1,6 @@
 """Painter cost against stroke count: the joint search (before issue 19) and the window search, side by side.
 
-For each (strokes, levels, size) the same photo is painted in one process by
+For each (strokes, levels, size) the same photos are painted in one process by
 
 - ``old``: the reference's joint search rendering each stroke on the whole patch, exactly the
   search before issue 19 (``search="joint", crop=False``);
@@ -14,10 +14,14 @@ For each (strokes, levels, size) the same photo is painted in one process by
 
 Prints a markdown table: stroke renders in the search, wall and CPU seconds (on one thread
 the CPU time is what the wall would be on an idle core), seconds per 1000 strokes and PSNR
-of the painting against the photo, with the machine load (``uptime``) before each run. Use
-one thread on a shared machine.
+of the painting against its photo, each the mean over the photos (``--photos``: by default
+five, four of Endless Sky's landscapes fetched by ``impasto data fetch`` and scikit-image's
+astronaut; one photo's PSNR moves by 0.1-0.2 dB with any change that alters the last bit of
+a step, the mean of five by a few hundredths), with the machine load (``uptime``) before
+each row. Use one thread on a shared machine; ``--threads 2`` on an idle one for the
+two-core figures.
 
-    python benchmarks/paint_scale.py --threads 1 --photo PATH.jpg
+    python benchmarks/paint_scale.py --threads 1 --photos PATH.jpg,example:astronaut
     python benchmarks/paint_scale.py --configs 500,5,512 --searches old,new
     python benchmarks/paint_scale.py --configs "500,5,512;5000,7,1024" --searches new,predict --refines 0,5,10
 """
@@ -44,7 +48,8 @@ SEARCHES = {
     "new": {"search": "window"},
 }
 DEFAULT_CONFIGS = "100,3,512;500,5,512;2000,6,512;5000,7,1024"
-FETCHED = Path("/tmp/impasto-data/fetched/endless-sky/land/beach0@2x.jpg")
+LAND = Path("/tmp/impasto-data/fetched/endless-sky/land")
+FETCHED = [LAND / f"{name}@2x.jpg" for name in ("beach0", "city3", "forest2", "mountain5")]
 
 
 def square_photo(path: str, size: int) -> torch.Tensor:
@@ -101,8 +106,9 @@ def runs(searches: str, refines: str, lr: float) -> list[tuple[str, dict]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--photo", default=str(FETCHED) if FETCHED.exists() else "example:astronaut",
-                    help="picture to paint (its centre square); default a fetched photo if present, else astronaut")
+    ap.add_argument("--photos", default=",".join([str(f) for f in FETCHED if f.exists()] + ["example:astronaut"]),
+                    help="comma-separated pictures to paint (their centre squares); default four fetched landscapes "
+                         "(those present) and astronaut")
     ap.add_argument("--configs", default=DEFAULT_CONFIGS, help="strokes,levels,size;... ")
     ap.add_argument("--searches", default="old,new", help=f"comma-separated, of {', '.join(SEARCHES)}, predict")
     ap.add_argument("--refines", default="0,5,10", help="predict: --refine values, one row each")
@@ -120,29 +126,36 @@ def main() -> None:
     predictor, source = load_predictor(args.predictor, args.brush) if "predict" in args.searches else (None, "")
     print(f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} "
           f"thread(s); {args.brush} brush, patch {PaintOptions().patch} px, {args.iterations} iterations per stroke, "
-          f"window {PaintOptions().window}; photo {args.photo}"
+          f"window {PaintOptions().window}; photos {args.photos}"
           + (f"; predictor: {source}, refinement lr {args.refine_lr}" if source else ""))
     print(f"once per process, not in the rows: {warm_up(args.brush, predictor):.1f} s (textures, torch.optim's "
           "import of torch._dynamo)")
     print()
     print("| strokes, levels, size | search | strokes placed | stroke renders | wall s | CPU s | s / 1000 strokes "
-          "| PSNR dB | load |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| PSNR dB | PSNR per photo | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    photos = args.photos.split(",")
     for strokes, levels, size in configs:
-        target = square_photo(args.photo, size)
+        targets = [square_photo(photo, size) for photo in photos]
         for name, fields in runs(args.searches, args.refines, args.refine_lr):
             if name in ("old", "joint") and strokes > args.old_max_strokes:
-                print(f"| {strokes}, {levels}, {size} | {name} | — | — | skipped | — | — | — | — |", flush=True)
+                print(f"| {strokes}, {levels}, {size} | {name} | — | — | skipped | — | — | — | — | — |", flush=True)
                 continue
             opts = PaintOptions(brush=args.brush, strokes=strokes, levels=levels, iterations=args.iterations, **fields)
             before = load()
-            start, cpu = time.perf_counter(), time.process_time()
-            result = paint(target, opts, predictor=predictor)
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-            placed = result.strokes.shape[0]
-            psnr = 10 * math.log10(1 / F.mse_loss(result.canvas, target).item())
-            print(f"| {strokes}, {levels}, {size} | {name} | {placed:,} | {result.renders:,} | {seconds:.1f} | {cpu:.1f} | "
-                  f"{1000 * seconds / placed:.1f} | {psnr:.2f} | {before} |", flush=True)
+            placed, renders, walls, cpus, psnrs = 0, 0, [], [], []
+            for target in targets:
+                start, cpu = time.perf_counter(), time.process_time()
+                result = paint(target, opts, predictor=predictor)
+                walls.append(time.perf_counter() - start)
+                cpus.append(time.process_time() - cpu)
+                placed += result.strokes.shape[0]
+                renders += result.renders
+                psnrs.append(10 * math.log10(1 / F.mse_loss(result.canvas, target).item()))
+            k = len(targets)
+            print(f"| {strokes}, {levels}, {size} | {name} | {placed / k:,.0f} | {renders / k:,.0f} | {sum(walls) / k:.1f} | "
+                  f"{sum(cpus) / k:.1f} | {1000 * sum(walls) / placed:.1f} | {sum(psnrs) / k:.2f} | "
+                  f"{' '.join(f'{p:.2f}' for p in psnrs)} | {before} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -160,6 +160,21 @@ def test_refining_a_middle_window_against_cached_layers_lowers_the_loss():
     assert len(losses) > 0 and refined.shape == params.shape
 
 
+def test_padding_strokes_are_not_rendered_and_come_out_invisible():
+    """render_patches with ``keep``: the kept strokes as a full render gives them, the padding (the all-zero
+    stroke the predictor's patches are padded with) zero fg and alpha, and only the kept ones cost renders."""
+    brush = get_brush("oil")
+    params = sampled_strokes("oil", 12, seed=6).view(3, 4, -1)
+    keep = torch.tensor([[True, True, False, False], [True, False, False, False], [False] * 4])
+    params[~keep] = 0.0
+    raster = Rasteriser(brush, "exact", 24, torch.device("cpu"))
+    fg, alpha = render_patches(raster, params, keep)
+    assert raster.renders == 3
+    full_fg, full_alpha = render_patches(raster, params)
+    assert torch.equal(fg, full_fg) and torch.equal(alpha, full_alpha)  # the padding renders to nothing anyway
+    assert fg[~keep].abs().sum() == 0 and alpha[~keep].abs().sum() == 0 and alpha[keep].sum() > 0
+
+
 def test_bad_search_options_name_the_field():
     for field, value, message in (("search", "greedy", "search must be"), ("window", 0, "window must be")):
         with pytest.raises(ValueError, match=message):
