@@ -83,8 +83,8 @@ def load_predictor(path: str | None, brush: str) -> tuple[Predictor, str]:
 
 
 def warm_up(brush: str, predictor: Predictor | None) -> float:
-    """Pay the once-per-process costs before timing (the brush textures; torch.optim's first optimiser imports
-    torch._dynamo, about 2 s here); returns their seconds, which a fresh ``impasto paint`` process pays too."""
+    """Pay the once-per-process costs before timing (the brush textures, the first calls of the kernels);
+    returns their seconds, which a fresh ``impasto paint`` process pays too."""
     start = time.perf_counter()
     tiny = torch.rand(3, 64, 64)
     paint(tiny, PaintOptions(brush=brush, strokes=10, levels=2, iterations=2))
@@ -128,8 +128,7 @@ def main() -> None:
           f"thread(s); {args.brush} brush, patch {PaintOptions().patch} px, {args.iterations} iterations per stroke, "
           f"window {PaintOptions().window}; photos {args.photos}"
           + (f"; predictor: {source}, refinement lr {args.refine_lr}" if source else ""))
-    print(f"once per process, not in the rows: {warm_up(args.brush, predictor):.1f} s (textures, torch.optim's "
-          "import of torch._dynamo)")
+    print(f"once per process, not in the rows: {warm_up(args.brush, predictor):.1f} s (textures, first calls)")
     print()
     print("| strokes, levels, size | search | strokes placed | stroke renders | wall s | CPU s | s / 1000 strokes "
           "| PSNR dB | PSNR per photo | load |")

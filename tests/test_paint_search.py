@@ -17,6 +17,7 @@ from impasto.runtime.ops.losses import l1_loss
 from impasto.runtime.ops.paint import PaintOptions, Rasteriser, paint
 from impasto.runtime.ops.paint_raster import render_cropped, stroke_boxes
 from impasto.runtime.ops.paint_search import (
+    RMSprop,
     composite,
     init_strokes,
     layer_of,
@@ -173,6 +174,31 @@ def test_padding_strokes_are_not_rendered_and_come_out_invisible():
     full_fg, full_alpha = render_patches(raster, params)
     assert torch.equal(fg, full_fg) and torch.equal(alpha, full_alpha)  # the padding renders to nothing anyway
     assert fg[~keep].abs().sum() == 0 and alpha[~keep].abs().sum() == 0 and alpha[keep].sum() > 0
+
+
+def test_the_searchs_rmsprop_steps_as_torchs_to_the_bit_and_a_painting_does_not_import_dynamo():
+    """paint_search.RMSprop is torch.optim.RMSprop's default update (so paintings stay as they were), without
+    the second of start-up torch's optimisers spend importing torch._dynamo in a fresh process."""
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = torch.rand(5, 7, generator=gen), None
+    theirs = ours.clone().requires_grad_(True)
+    ours.requires_grad_(True)
+    mine, reference = RMSprop(ours, 0.01), torch.optim.RMSprop([theirs], lr=0.01)
+    for _ in range(20):
+        grad = torch.randn(5, 7, generator=gen)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        mine.step()
+        reference.step()
+    assert torch.equal(ours, theirs)
+    mine.zero_grad()
+    assert ours.grad is None
+    code = ("import sys, torch\nfrom impasto.runtime.ops.paint import PaintOptions, paint\n"
+            "paint(torch.rand(3, 40, 40), PaintOptions(strokes=12, levels=2, iterations=3))\n"
+            "paint(torch.rand(3, 40, 40), PaintOptions(strokes=12, predict=True, refine=2))\n"
+            "print('torch._dynamo' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"
 
 
 def test_bad_search_options_name_the_field():

@@ -26,7 +26,7 @@ from impasto.runtime.images import resize
 from impasto.runtime.ops.losses import l1_loss, paint_loss
 from impasto.runtime.ops.paint_predict import Predictor, predict_painting, shipped_predictor
 from impasto.runtime.ops.paint_raster import render_cropped
-from impasto.runtime.ops.paint_search import paint_patches, search_joint, search_window
+from impasto.runtime.ops.paint_search import RMSprop, paint_patches, search_joint, search_window
 from impasto.train.brushes import BRUSHES, Brush, get_brush, render_strokes
 from impasto.train.options import option
 
@@ -414,14 +414,14 @@ class _Stylist:
         ``keep`` (B, k) bool, if given: the strokes where it is False (padding) stay as they are."""
         opts = self.opts
         x = params.clone().requires_grad_(True)
-        optimiser = torch.optim.RMSprop([x], lr=opts.lr)
+        optimiser = RMSprop(x, opts.lr)
         frozen = torch.ones(params.shape[-1], dtype=torch.bool, device=params.device)
         if opts.style_mode == "color":
             frozen[self.colour_index] = False
         for _ in range(opts.style_iterations):
             pred = paint_patches(raster, x, bg)
             loss = opts.content_weight * l1_loss(pred, tgt, msk) + opts.style_weight * self.loss(pred)
-            optimiser.zero_grad(set_to_none=True)
+            optimiser.zero_grad()
             loss.backward()
             if opts.style_mode == "color":
                 x.grad[..., frozen] = 0

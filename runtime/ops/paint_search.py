@@ -42,6 +42,30 @@ MIN_SHARE = 0.25  # every patch with any error gets at least this share of the m
 MAX_SHARE = 4.0  # and at most this multiple of it
 
 
+class RMSprop:
+    """RMSprop on one tensor, as ``torch.optim.RMSprop`` with its defaults computes it on the CPU, to the bit.
+
+    The painter's searches take one optimiser per window of strokes; torch's first optimiser
+    of a process imports ``torch._dynamo`` (about a second, a third of a 500-stroke
+    ``--predict --refine 4`` painting on two cores), which this one does not need.
+    """
+
+    def __init__(self, param: torch.Tensor, lr: float, alpha: float = 0.99, eps: float = 1e-8) -> None:
+        self.param, self.lr, self.alpha, self.eps = param, lr, alpha, eps
+        self.square_avg = torch.zeros_like(param)
+
+    def zero_grad(self) -> None:
+        self.param.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        grad = self.param.grad
+        if grad is None:
+            return
+        self.square_avg.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
+        self.param.addcdiv_(grad, self.square_avg.sqrt().add_(self.eps), value=-self.lr)
+
+
 @dataclass
 class Layer:
     """A premultiplied stack of strokes: laid over ``canvas`` it gives ``colour + transmittance * canvas``."""
@@ -177,10 +201,10 @@ def search_joint(
             err = _error_map(paint_patches(raster, params[:, :anchor], background), target, mask)
             params[:, anchor] = init_strokes(brush, err, target, error_power, gen)
         x = params[:, : anchor + 1].clone().requires_grad_(True)
-        opt = torch.optim.RMSprop([x], lr=lr)
+        opt = RMSprop(x, lr)
         for _ in range(iterations):
             loss = loss_fn(paint_patches(raster, x, background), target, mask)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             with torch.no_grad():
@@ -236,7 +260,7 @@ def _optimise_window(
     """
     b = x0.shape[0]
     x = x0.clone().requires_grad_(True)
-    opt = torch.optim.RMSprop([x], lr=lr)
+    opt = RMSprop(x, lr)
     for t in range(int(steps.max()) if steps.numel() else 0):
         active = steps > t
         count = int(active.sum())
@@ -248,7 +272,7 @@ def _optimise_window(
             if layer is not None:
                 pred = layer.rows(rows).over(pred)
         loss = loss_fn(pred, _pick(target, rows), _pick(mask, rows))
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         (loss * (count / b)).backward()
         if keep is not None:
             x.grad.masked_fill_(~keep.unsqueeze(-1), 0.0)
