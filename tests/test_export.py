@@ -30,7 +30,7 @@ from impasto.train.brushes import BRUSHES
 
 RENDERERS = [f"renderer_{b}" for b in BRUSHES]
 SHIPPED = [*RENDERERS, "semantic_landscape", "sketch_demo", "colorize_demo", "colorize_demo_style", "warp_demo",
-           "stroke_oil", "stroke_tape"]  # what `export --all` exports: every model whose weights ship
+           *[f"stroke_{b}" for b in BRUSHES]]  # what `export --all` exports: every model whose weights ship
 
 
 def impasto(*args: str) -> subprocess.CompletedProcess:
