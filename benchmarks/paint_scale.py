@@ -17,7 +17,7 @@ the CPU time is what the wall would be on an idle core), seconds per 1000 stroke
 of the painting against its photo, each the mean over the photos (``--photos``: by default
 five, four of Endless Sky's landscapes fetched by ``impasto data fetch`` and scikit-image's
 astronaut; one photo's PSNR moves by 0.1-0.2 dB with any change that alters the last bit of
-a step, the mean of five by a few hundredths), with the machine load (``uptime``) before
+a step, the mean of five by up to 0.15 dB), with the machine load (``uptime``) before
 each row. Use one thread on a shared machine; ``--threads 2`` on an idle one for the
 two-core figures.
 
