@@ -419,7 +419,7 @@ class _Stylist:
         if opts.style_mode == "color":
             frozen[self.colour_index] = False
         for _ in range(opts.style_iterations):
-            pred = paint_patches(raster, x, bg)
+            pred = paint_patches(raster, x, bg, keep)
             loss = opts.content_weight * l1_loss(pred, tgt, msk) + opts.style_weight * self.loss(pred)
             optimiser.zero_grad()
             loss.backward()

@@ -125,11 +125,16 @@ def layer_of(fg: torch.Tensor, alpha: torch.Tensor, above: Layer | None = None) 
     return Layer(colour, transmittance)
 
 
-def paint_patches(raster: Raster, params: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """Render strokes (B, k, n) with ``raster`` and composite them in order over (B, 3, P, P)."""
+def paint_patches(
+    raster: Raster, params: torch.Tensor, background: torch.Tensor, keep: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Render strokes (B, k, n) with ``raster`` and composite them in order over (B, 3, P, P).
+
+    ``keep`` (B, k) bool, if given: only those strokes are rendered, the rest are padding
+    (:func:`render_patches`)."""
     if params.shape[1] == 0:
         return background
-    return composite(*render_patches(raster, params), background)
+    return composite(*render_patches(raster, params, keep), background)
 
 
 def init_strokes(
@@ -255,8 +260,9 @@ def _optimise_window(
 
     A step renders only the patches that still have steps left. The loss is scaled by their
     share of the batch, so a patch's gradient does not depend on how many others take part.
-    ``keep`` (B, w) bool, if given, holds the strokes where it is False fixed: their gradient is
-    zeroed, so RMSprop leaves them exactly as they are (padding of patches with fewer strokes).
+    ``keep`` (B, w) bool, if given, marks the real strokes; where it is False the stroke is padding
+    (the invisible all-zero stroke of patches with fewer strokes): not rendered, and its gradient
+    zeroed, so RMSprop leaves it exactly as it is.
     """
     b = x0.shape[0]
     x = x0.clone().requires_grad_(True)
@@ -356,9 +362,10 @@ def refine_strokes(
     stroke per ``iterations``. A sweep costs about ``k * (iterations * window + 3)`` renders
     per patch: linear in k.
 
-    ``keep`` (B, k) bool, if given, marks the strokes that may move; the others (the padding of
-    patches with fewer strokes than k, e.g. the stroke predictor's, which keeps a varying number
-    per patch) stay exactly as they are, and a window with none to move takes no steps.
+    ``keep`` (B, k) bool, if given, marks the real strokes; the others are padding (of patches
+    with fewer strokes than k, e.g. the stroke predictor's, which keeps a varying number per
+    patch): invisible all-zero strokes, which are neither rendered nor moved, and a window with
+    none to move takes no steps.
     """
     k = params.shape[1]
     params = params.clone()
@@ -367,16 +374,17 @@ def refine_strokes(
     with torch.no_grad():
         layer = None
         for i in range(len(starts) - 1, 0, -1):  # the layer above window i - 1 is windows i .. end
-            layer = layer_of(*render_patches(raster, params[:, starts[i] : starts[i] + window]), layer)
+            hi = starts[i] + window
+            layer = layer_of(*render_patches(raster, params[:, starts[i] : hi], _cols(keep, starts[i], hi)), layer)
             above[i - 1] = layer
     below = background
     for i, lo in enumerate(starts):
         hi = min(k, lo + window)
+        window_keep = _cols(keep, lo, hi)
         with torch.no_grad():
-            canvas = paint_patches(raster, params[:, lo:hi], below)
+            canvas = paint_patches(raster, params[:, lo:hi], below, window_keep)
             err = _error_map(above[i].over(canvas) if above[i] is not None else canvas, target, mask)
         steps = step_budget(err, iterations * (hi - lo))
-        window_keep = None if keep is None else keep[:, lo:hi]
         if window_keep is not None:
             steps = torch.where(window_keep.any(1).cpu(), steps, torch.zeros_like(steps))
         layers = [None] * (hi - lo - 1) + [above[i]]
@@ -384,5 +392,9 @@ def refine_strokes(
                                             loss_fn, on_step, window_keep)
         if i + 1 < len(starts):
             with torch.no_grad():
-                below = paint_patches(raster, params[:, lo:hi], below)
+                below = paint_patches(raster, params[:, lo:hi], below, window_keep)
     return params
+
+
+def _cols(keep: torch.Tensor | None, lo: int, hi: int) -> torch.Tensor | None:
+    return None if keep is None else keep[:, lo:hi]
